@@ -1,0 +1,275 @@
+"""``sms-mcp``: serve (default, MCP over stdio), demo, doctor, emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sms_mcp import __version__
+from sms_mcp.config import ConfigError, Settings
+
+log = logging.getLogger("sms_mcp")
+
+
+def _configure_logging(level: str) -> None:
+    # stdout is the MCP protocol: every log line goes to stderr.
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# --------------------------------------------------------------------------- serve
+def serve(settings: Settings) -> int:
+    """Serve MCP over stdio until stdin closes, SIGTERM or SIGINT; the lifespan cleanup runs on every path.
+
+    The SDK installs no signal handlers and reads stdin in a blocking thread (mcp-python.md §6), so: signals
+    raise KeyboardInterrupt (which unwinds the lifespan), a second signal during shutdown is ignored (cleanup is
+    already running), and the process leaves with os._exit so the blocked stdin thread cannot keep it alive.
+    """
+    from sms_mcp.server import build_server
+    from sms_mcp.wire.factory import make_transport, resolve_backend
+
+    _configure_logging(settings.log_level)
+    code = 0
+    transport = None
+    shutting_down = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal shutting_down
+        if shutting_down:
+            log.warning("signal %s during shutdown: cleanup is already running", signum)
+            return
+        shutting_down = True
+        log.info("signal %s: shutting down", signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        name, why = resolve_backend(settings)
+        log.info("sms-mcp %s: backend %s (%s); data dir %s", __version__, name, why, settings.data_dir)
+        transport = make_transport(settings, name)
+        build_server(settings, transport).run()
+    except KeyboardInterrupt:
+        pass
+    except BaseException as err:  # startup failure or an unhandled error while serving
+        code = 1
+        if isinstance(err, (ConfigError, ValueError, OSError)) and not isinstance(err, KeyError):
+            log.error("sms-mcp cannot serve: %s", err)
+        else:
+            log.exception("sms-mcp stopped on an unexpected error")
+    finally:
+        shutting_down = True
+        # Last resort for backends holding external state: if the loop died before the lifespan cleanup
+        # finished, release it synchronously (idempotent with the async cleanup).
+        last_resort = getattr(transport, "shutdown_sync", None)
+        if callable(last_resort):
+            try:
+                last_resort()
+            except Exception:
+                log.exception("backend cleanup failed")
+        logging.shutdown()
+        os._exit(code)
+    return code  # pragma: no cover - os._exit above
+
+
+# --------------------------------------------------------------------------- demo
+def _print(title: str, body: str = "") -> None:
+    print(f"\n== {title}")
+    if body:
+        print(textwrap.indent(body.rstrip(), "   "))
+
+
+async def _demo(data_dir: Path, phone: str, delay: float) -> int:
+    from mcp import Client
+
+    from sms_mcp.server import build_server
+
+    settings = Settings.from_env({**os.environ, "SMS_MCP_BACKEND": "sandbox", "SMS_MCP_DATA_DIR": str(data_dir),
+                                  "SMS_MCP_SANDBOX_RECEIPT_DELAY": str(delay)})
+    server = build_server(settings)
+    async with Client(server) as client:
+
+        async def call(tool: str, args: dict[str, Any]) -> dict[str, Any]:
+            result = await client.call_tool(tool, args)
+            if result.is_error:
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                raise SystemExit(f"{tool} failed: {text}")
+            return result.structured_content or {}
+
+        print("sms-mcp demo: a real MCP session on the embedded sandbox (no Alibaba account, no real SMS).")
+        print(f"data dir: {data_dir}")
+        signs = await call("list_signs", {})
+        _print("1. list_signs (approved)", "\n".join(f"- {s['sign_name']}  [{s['raw_status']}]"
+                                                      for s in signs["signs"]))
+        templates = await call("list_templates", {})
+        _print("2. list_templates (approved)", "\n".join(
+            f"- {t['template_code']} {t['type']:<13} {t['content']}  variables={t['variables']}"
+            for t in templates["templates"]))
+        args = {"phone_numbers": [phone], "sign_name": "速通科技", "template_code": "SMS_900000002",
+                "template_param": {"name": "王女士", "order_no": "20261125001", "date": "11月27日"}}
+        plan = await call("send_sms", args)
+        p = plan["plan"]
+        _print("3. send_sms, first call: a plan, nothing sent", "\n".join([
+            f"status: {plan['status']}   plan: {plan['plan_id']}   token expires {plan['expires_at']}",
+            f"recipients: {p['recipient_count']} ({p['domestic_count']} domestic)   billed messages: "
+            f"{p['total_segments']}",
+            *(f"{r['phone_number']}: {r['text']}  ({r['length']} chars, {r['segments']} segment(s))"
+              for r in p["previews"]),
+            f"next: {plan['next_step']}",
+        ]))
+        print("\n   (an agent now shows this plan to the user and waits for \"confirm\")")
+        sent = await call("send_sms", {**args, "confirm_token": plan["confirm_token"]})
+        _print("4. send_sms, second call with the token: sent once", "\n".join([
+            f"status: {sent['status']}   BizId: {sent['biz_id']}   RequestId: {sent['request_id']}",
+            sent["message"],
+        ]))
+        again = await call("send_sms", {**args, "confirm_token": plan["confirm_token"]})
+        _print("5. the same confirmation again: replayed, nothing re-sent",
+               f"status: {again['status']}   replayed: {again['replayed']}")
+        _print(f"6. waiting {delay:g} s for the carrier receipt ...")
+        await asyncio.sleep(delay + 0.2)
+        report = await call("query_details", {"plan_id": plan["plan_id"]})
+        _print("7. query_details(plan_id)", "\n".join([
+            *(f"{r['phone_number']}: {r['status']} ({r['err_code']}) received {r['receive_date']}"
+              for r in report["records"]),
+            f"summary: {report['summary']}",
+        ]))
+        from sms_mcp.core.service import china_today
+
+        today = china_today()
+        stats = await call("query_statistics", {"start_date": today, "end_date": today})
+        _print("8. query_statistics (today, domestic)", "\n".join(
+            f"{d['date']}: submitted {d['total_count']}, delivered {d['delivered']}, failed {d['failed']}, "
+            f"pending {d['pending']}" for d in stats["days"]) or "no traffic")
+        print(f"\n{sent['notice']}")
+    return 0
+
+
+def demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sms-mcp demo", description="Walk through a whole send on the sandbox.")
+    parser.add_argument("--data-dir", help="keep the sandbox state here (default: a temporary directory)")
+    parser.add_argument("--phone", default="13912345678", help="recipient for the demo (sandbox only)")
+    parser.add_argument("--receipt-delay", type=float, default=1.0, help="seconds until the receipt arrives")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    if args.data_dir:
+        return asyncio.run(_demo(Path(args.data_dir), args.phone, args.receipt_delay))
+    with tempfile.TemporaryDirectory(prefix="sms-mcp-demo-") as tmp:
+        return asyncio.run(_demo(Path(tmp), args.phone, args.receipt_delay))
+
+
+# --------------------------------------------------------------------------- doctor
+async def _doctor(settings: Settings, as_json: bool) -> int:
+    from sms_mcp.wire.factory import make_transport, resolve_backend
+
+    report: dict[str, Any] = {"version": __version__, "python": sys.version.split()[0]}
+    name, why = resolve_backend(settings)
+    report["backend"] = {"selected": name, "why": why, "setting": settings.backend}
+    data_dir = settings.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".doctor-probe"
+        probe.write_text("ok")
+        probe.unlink()
+        report["data_dir"] = {"path": str(data_dir), "writable": True}
+    except OSError as err:
+        report["data_dir"] = {"path": str(data_dir), "writable": False, "error": str(err)}
+    missing: dict[str, list[str]] = {"openapi": [], "cli": []}
+    try:
+        from sms_mcp.wire.credentials import find_credentials
+
+        found = find_credentials()
+        if found is None:
+            missing["openapi"].append("credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                                      "ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure `aliyun configure`")
+        report["credentials"] = found or "none found"
+    except ImportError as err:
+        missing["openapi"].append(f"Alibaba Cloud SDK not importable: {err}")
+    if shutil.which(settings.aliyun_bin) is None:
+        missing["cli"].append(f"aliyun CLI not found ({settings.aliyun_bin!r}); install it from "
+                              "https://help.aliyun.com/zh/cli/ or set SMS_MCP_ALIYUN_BIN")
+    report["missing_for_real_backends"] = missing
+    report["policy"] = {
+        "confirm_mode": settings.confirm_mode, "confirm_ttl_seconds": settings.confirm_ttl_seconds,
+        "read_only": settings.read_only, "allow_promotional": settings.allow_promotional,
+        "allowed_numbers": len(settings.allowed_numbers), "max_recipients": settings.max_recipients,
+        "daily_limit": settings.daily_limit,
+    }
+    status = 0
+    try:
+        transport = make_transport(settings, name)
+        diagnose = getattr(transport, "diagnose", None)
+        if callable(diagnose):
+            report["backend"]["diagnosis"] = await diagnose()
+    except Exception as err:
+        report["backend"]["error"] = str(err)
+        status = 1
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(f"sms-mcp {report['version']} (Python {report['python']})")
+        print(f"backend: {name} — {why}")
+        for key, value in report.items():
+            if key in ("version", "python"):
+                continue
+            print(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
+        if name == "sandbox":
+            print("note: the sandbox sends no real SMS.")
+    return status
+
+
+def doctor(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sms-mcp doctor", description="Report configuration and backend health.")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    return asyncio.run(_doctor(Settings.from_env(), args.json))
+
+
+# --------------------------------------------------------------------------- main
+USAGE = """\
+usage: sms-mcp [serve|demo|doctor|emulator] [options]
+
+  serve      serve MCP over stdio (the default)
+  demo       walk through list -> plan -> confirm -> receipt on the embedded sandbox
+  doctor     report the chosen backend, data dir and what the real backends need
+  emulator   serve the Dysmsapi emulator over HTTP (signature-verifying)
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and not args[0].startswith("-") else "serve"
+    if args[:1] in (["-h"], ["--help"]) and command == "serve":
+        print(USAGE)
+        raise SystemExit(0)
+    if args[:1] == ["--version"]:
+        print(f"sms-mcp {__version__}")
+        raise SystemExit(0)
+    try:
+        if command == "serve":
+            raise SystemExit(serve(Settings.from_env()))
+        if command == "demo":
+            raise SystemExit(demo(args))
+        if command == "doctor":
+            raise SystemExit(doctor(args))
+        if command == "emulator":
+            from sms_mcp.emulator.http import main as emulator_main
+
+            raise SystemExit(emulator_main(args))
+    except ConfigError as err:
+        print(f"sms-mcp: configuration error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(USAGE, file=sys.stderr)
+    raise SystemExit(2)

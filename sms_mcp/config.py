@@ -1,0 +1,131 @@
+"""Settings, read once from the environment. Every variable is documented in README.md and .env.example.
+
+Policy settings live here and nowhere else: no tool argument can change them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BACKENDS = ("auto", "sandbox", "openapi", "cli")
+CONFIRM_MODES = ("token", "elicit", "auto")
+
+
+class ConfigError(ValueError):
+    """A setting has a value sms-mcp cannot use. The message names the variable and the accepted values."""
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    """The user's data directory (XDG on Linux, the platform's convention elsewhere)."""
+    if env.get("XDG_DATA_HOME"):
+        return Path(env["XDG_DATA_HOME"]) / "sms-mcp"
+    home = Path(env.get("HOME") or Path.home())
+    if os.name == "nt":
+        base = env.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
+        return Path(base) / "sms-mcp"
+    if os.uname().sysname == "Darwin":
+        return home / "Library" / "Application Support" / "sms-mcp"
+    return home / ".local" / "share" / "sms-mcp"
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true/false")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be >= {minimum}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Backend selection and storage.
+    backend: str = "auto"
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    # Two-step confirmation.
+    confirm_ttl_seconds: float = 600.0
+    confirm_mode: str = "token"
+    # Sandbox.
+    sandbox_receipt_delay: float = 3.0
+    # OpenAPI backend.
+    region_id: str = "cn-hangzhou"
+    endpoint: str | None = None
+    read_timeout: float = 3.0
+    connect_timeout: float = 5.0
+    # aliyun CLI backend.
+    aliyun_bin: str = "aliyun"
+    aliyun_profile: str | None = None
+    # Policy (configuration only; see the delivery-safety issue).
+    allowed_numbers: tuple[str, ...] = ()
+    max_recipients: int = 10_000
+    daily_limit: int | None = None
+    read_only: bool = False
+    allow_promotional: bool = False
+    # Logging.
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = env.get("SMS_MCP_DATA_DIR", "").strip()
+        allowed = tuple(
+            part.strip() for part in env.get("SMS_MCP_ALLOWED_NUMBERS", "").replace(";", ",").split(",")
+            if part.strip()
+        )
+        return cls(
+            backend=_choice(env, "SMS_MCP_BACKEND", "auto", BACKENDS),
+            data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
+            confirm_ttl_seconds=_float(env, "SMS_MCP_CONFIRM_TTL_SECONDS", 600.0, minimum=1.0),
+            confirm_mode=_choice(env, "SMS_MCP_CONFIRM_MODE", "token", CONFIRM_MODES),
+            sandbox_receipt_delay=_float(env, "SMS_MCP_SANDBOX_RECEIPT_DELAY", 3.0),
+            region_id=env.get("ALIBABA_CLOUD_REGION_ID", "").strip() or "cn-hangzhou",
+            endpoint=env.get("SMS_MCP_ENDPOINT", "").strip() or None,
+            read_timeout=_float(env, "SMS_MCP_READ_TIMEOUT", 3.0, minimum=0.1),
+            connect_timeout=_float(env, "SMS_MCP_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+            aliyun_bin=env.get("SMS_MCP_ALIYUN_BIN", "").strip() or "aliyun",
+            aliyun_profile=env.get("SMS_MCP_ALIYUN_PROFILE", "").strip() or None,
+            allowed_numbers=allowed,
+            max_recipients=_int(env, "SMS_MCP_MAX_RECIPIENTS", 10_000, minimum=1) or 10_000,
+            daily_limit=_int(env, "SMS_MCP_DAILY_LIMIT", None, minimum=0),
+            read_only=_bool(env, "SMS_MCP_READ_ONLY", False),
+            allow_promotional=_bool(env, "SMS_MCP_ALLOW_PROMOTIONAL", False),
+            log_level=(env.get("SMS_MCP_LOG_LEVEL", "").strip() or "INFO").upper(),
+        )

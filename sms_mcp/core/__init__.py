@@ -1,0 +1,1 @@
+"""Domain core: plans, tokens, ledger, policies, validation, rendering, normalisation. No MCP imports."""

@@ -1,0 +1,273 @@
+"""The MCP skin: tool declarations, annotations, lifespan. No business logic lives here.
+
+Every tool delegates to :class:`sms_mcp.core.service.SmsService`; domain refusals (:class:`SmsError`) become
+``ToolError`` so the model sees the Alibaba code, the cause and the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypeVar
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, ConfigDict, Field
+
+from sms_mcp import __version__
+from sms_mcp.config import Settings
+from sms_mcp.core.errors import SmsError
+from sms_mcp.core.models import (
+    DeliveryReport,
+    QualificationResult,
+    SendResult,
+    SignList,
+    Statistics,
+    TemplateList,
+)
+from sms_mcp.core.service import SmsService
+from sms_mcp.wire.base import Transport
+from sms_mcp.wire.factory import make_transport, resolve_backend
+
+log = logging.getLogger("sms_mcp.server")
+T = TypeVar("T")
+
+INSTRUCTIONS = """\
+sms-mcp sends SMS through Alibaba Cloud Short Message Service. SMS cost money and cannot be recalled.
+Workflow: (1) list_signs and list_templates show what is approved; ask the user which signature and template
+to use — never guess or invent one. (2) Ask the user for the recipient numbers and for a value for every
+${variable} of the template — never reuse example numbers. (3) Call send_sms / send_batch_sms WITHOUT
+confirm_token: nothing is sent; you get a plan and a confirm_token. (4) Show the plan (recipients, signature,
+full text, billed segments) to the user and wait for their explicit confirmation. (5) Call the same tool again
+with exactly the same arguments plus confirm_token. (6) "accepted" is not "delivered": check query_details
+(plan_id=...) 10-30 s later. Never repeat a send whose outcome is "unknown": reconcile it with query_details."""
+
+Page = Annotated[int, Field(ge=1, le=1000, description="Page number, from 1.")]
+StatusFilter = Literal["approved", "reviewing", "rejected", "cancelled", "all"]
+Date = Annotated[str, Field(pattern=r"^\d{8}$", description="yyyyMMdd (UTC+8), e.g. 20261125.")]
+ConfirmToken = Annotated[
+    str | None,
+    Field(
+        description="Leave empty on the first call (nothing is sent; a plan and a token come back). Pass the "
+        "token only after the user explicitly confirmed the plan, with exactly the same other arguments.",
+        max_length=200,
+    ),
+]
+OutId = Annotated[
+    str | None,
+    Field(description="Optional external id for your own bookkeeping (sent as OutId; < 256 characters). "
+          "Defaults to the plan id.", max_length=255),
+]
+TemplateParam = Annotated[
+    dict[str, Annotated[str, Field(max_length=500)]] | None,
+    Field(description="A value for every ${variable} of the template, as strings, e.g. {\"code\": \"4821\"}. "
+          "Ask the user for each value; never invent one."),
+]
+
+
+class BatchRecipient(BaseModel):
+    """One recipient of a personalised batch send."""
+
+    model_config = ConfigDict(extra="forbid")
+    phone_number: str = Field(max_length=32, description="Mainland: 11 digits (+86 optional); others: + and "
+                              "country code.")
+    sign_name: str = Field(min_length=1, max_length=100, description="An approved signature (list_signs).")
+    template_param: TemplateParam = None
+
+
+@dataclass
+class AppState:
+    service: SmsService
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+                            open_world_hint=True)
+SEND = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
+
+
+async def _run(call: Awaitable[T]) -> T:
+    """Turn domain refusals into ToolError: the model sees the code, the cause and the next step."""
+    try:
+        return await call
+    except SmsError as err:
+        raise ToolError(err.render()) from None
+
+
+def _service(ctx: Context) -> SmsService:
+    state: AppState = ctx.request_context.lifespan_context
+    return state.service
+
+
+def build_server(settings: Settings, transport: Transport | None = None) -> MCPServer:
+    """The MCP server. ``transport`` overrides the backend chosen from ``settings`` (tests, benchmarks)."""
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
+        if transport is not None:
+            chosen = transport
+        else:
+            name, why = resolve_backend(settings)
+            log.info("backend: %s (%s)", name, why)
+            chosen = make_transport(settings, name)
+        service: SmsService | None = None
+        await chosen.start()
+        try:
+            service = SmsService(settings, chosen)
+            yield AppState(service)
+        finally:
+            # The shutdown hook: release the backend (for the aliyun CLI: AI-mode disable) on every exit.
+            try:
+                await chosen.aclose()
+            finally:
+                if service is not None:
+                    service.ledger.close()
+
+    server: MCPServer = MCPServer(
+        "sms-mcp", title="Alibaba Cloud SMS", version=__version__, instructions=INSTRUCTIONS,
+        lifespan=lifespan, log_level=settings.log_level if settings.log_level in (
+            "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",  # type: ignore[arg-type]
+    )
+
+    @server.tool(title="List SMS signatures", annotations=READ_ONLY)
+    async def list_signs(
+        ctx: Context,
+        page_index: Page = 1,
+        page_size: Annotated[int, Field(ge=1, le=50, description="Signatures per page (1-50).")] = 50,
+        status: Annotated[StatusFilter, Field(description="Audit status to show; 'all' shows every one.")]
+        = "approved",
+    ) -> SignList:
+        """List the account's SMS signatures (the 【name】 shown at the start of every message).
+
+        Only approved signatures can send. Show them to the user and let the user choose; never guess a
+        signature or make one up."""
+        return await _run(_service(ctx).list_signs(page_index, page_size, status))
+
+    @server.tool(title="List SMS templates", annotations=READ_ONLY)
+    async def list_templates(
+        ctx: Context,
+        page_index: Page = 1,
+        page_size: Annotated[int, Field(ge=1, le=50, description="Templates per page (1-50).")] = 50,
+        status: Annotated[StatusFilter, Field(description="Audit status to show; 'all' shows every one.")]
+        = "approved",
+    ) -> TemplateList:
+        """List the account's SMS templates with their type, text and ${variables}.
+
+        Only approved templates can send. Let the user choose one, then ask the user for a value for each of
+        its variables. Promotional templates may be disabled by the operator."""
+        return await _run(_service(ctx).list_templates(page_index, page_size, status))
+
+    @server.tool(title="Send SMS (two-step)", annotations=SEND)
+    async def send_sms(
+        ctx: Context,
+        phone_numbers: Annotated[
+            list[Annotated[str, Field(max_length=32)]],
+            Field(min_length=1, max_length=1000, description="Recipients, given by the user. Mainland China: "
+                  "11 digits (+86 optional); others: + and country code. Duplicates are removed."),
+        ],
+        sign_name: Annotated[str, Field(min_length=1, max_length=100,
+                                        description="An approved signature chosen by the user (list_signs).")],
+        template_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$",
+                                            description="An approved template code chosen by the user "
+                                            "(list_templates), e.g. SMS_900000001.")],
+        template_param: TemplateParam = None,
+        out_id: OutId = None,
+        confirm_token: ConfirmToken = None,
+    ) -> SendResult:
+        """Send one template to one or more numbers, in two steps.
+
+        First call (no confirm_token): validates everything, renders the exact text per recipient, counts billed
+        segments, and returns a plan with a confirm_token. NOTHING is sent. Show the plan to the user and ask for
+        explicit confirmation. Second call: the same arguments plus confirm_token sends, once; repeating it
+        returns the recorded result (replayed) and sends nothing. "accepted" is not "delivered": use
+        query_details(plan_id=...) afterwards."""
+        return await _run(_service(ctx).send_sms(phone_numbers, sign_name, template_code, template_param, out_id,
+                                                 confirm_token))
+
+    @server.tool(title="Send personalised batch SMS (two-step)", annotations=SEND)
+    async def send_batch_sms(
+        ctx: Context,
+        recipients: Annotated[
+            list[BatchRecipient],
+            Field(min_length=1, max_length=100, description="One object per recipient: phone_number, sign_name "
+                  "and that recipient's template_param values."),
+        ],
+        template_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$",
+                                            description="One approved template for every recipient.")],
+        out_id: OutId = None,
+        confirm_token: ConfirmToken = None,
+    ) -> SendResult:
+        """Send one template to up to 100 recipients, each with its own signature and values, in two steps.
+
+        Same protocol as send_sms: the first call returns a plan and a confirm_token and sends nothing; show the
+        plan to the user, and only after explicit confirmation call again with the same arguments plus the
+        token."""
+        return await _run(_service(ctx).send_batch_sms([r.model_dump() for r in recipients], template_code,
+                                                       out_id, confirm_token))
+
+    @server.tool(title="Query delivery receipts", annotations=READ_ONLY)
+    async def query_details(
+        ctx: Context,
+        phone_number: Annotated[str | None, Field(max_length=32, description="One number to look up.")] = None,
+        send_date: Annotated[str | None, Field(pattern=r"^\d{8}$", description="yyyyMMdd (UTC+8); default "
+                                               "today. Only the last 30 days.")] = None,
+        biz_id: Annotated[str | None, Field(max_length=64, description="BizId from a send, to narrow the "
+                                            "search.")] = None,
+        plan_id: Annotated[str | None, Field(max_length=64, description="A plan_id from send_sms/"
+                                             "send_batch_sms: every recipient of the plan is queried.")] = None,
+        page_size: Annotated[int, Field(ge=1, le=50)] = 10,
+        current_page: Page = 1,
+    ) -> DeliveryReport:
+        """Delivery receipts: by plan_id (every recipient of a send, summarised as delivered / failed / pending)
+        or by phone_number and send_date. Receipts usually arrive 10-30 s after sending; pending is normal at
+        first. Use this, never a resend, to find out what happened to a send."""
+        return await _run(_service(ctx).query_details(phone_number, send_date, biz_id, plan_id, page_size,
+                                                      current_page))
+
+    @server.tool(title="Query sending statistics", annotations=READ_ONLY)
+    async def query_statistics(
+        ctx: Context,
+        start_date: Date,
+        end_date: Date,
+        scope: Annotated[Literal["domestic", "international"], Field(description="Mainland China or "
+                                                                     "international/HK/Macao/Taiwan.")]
+        = "domestic",
+        template_type: Annotated[
+            Literal["verification", "notification", "promotional", "international", "digital"] | None,
+            Field(description="Only this template type."),
+        ] = None,
+        sign_name: Annotated[str | None, Field(max_length=100, description="Only this signature.")] = None,
+        page_index: Page = 1,
+        page_size: Annotated[int, Field(ge=1, le=50)] = 10,
+    ) -> Statistics:
+        """Daily totals between two dates: submitted, delivered, failed and still pending."""
+        return await _run(_service(ctx).query_statistics(start_date, end_date, scope, template_type, sign_name,
+                                                         page_index, page_size))
+
+    @server.tool(title="SMS qualification records", annotations=READ_ONLY)
+    async def qualification(
+        ctx: Context,
+        group_id: Annotated[int | None, Field(ge=1, description="Show this qualification in detail.")] = None,
+        qualification_name: Annotated[str | None, Field(max_length=100)] = None,
+        company_name: Annotated[str | None, Field(max_length=200)] = None,
+        legal_person_name: Annotated[str | None, Field(max_length=100)] = None,
+        status: Annotated[
+            Literal["approved", "reviewing", "rejected", "needs_more_info", "cancelled"] | None,
+            Field(description="Only records in this review state."),
+        ] = None,
+        work_order_id: Annotated[int | None, Field(ge=1)] = None,
+        use_by_self: Annotated[bool | None, Field(description="true: for own use; false: for a third "
+                                                  "party.")] = None,
+        page_no: Page = 1,
+        page_size: Annotated[int, Field(ge=1, le=50)] = 20,
+    ) -> QualificationResult:
+        """The account's SMS qualification (business verification) records, or one in detail with group_id.
+        Review states are reported in one vocabulary; ID numbers, names and phone numbers are masked."""
+        return await _run(_service(ctx).qualification(group_id, qualification_name, company_name,
+                                                      legal_person_name, status, work_order_id, use_by_self,
+                                                      page_no, page_size))
+
+    return server
