@@ -243,14 +243,18 @@ class EmulatorApp:
 
         try:
             if scope["path"] != "/":
-                raise GatewayError(404, "InvalidApi.NotFound", "Specified api is not found, please check your url and method.")
+                raise GatewayError(
+                    404, "InvalidApi.NotFound", "Specified api is not found, please check your url and method."
+                )
             try:
                 verified = self.verifier.verify(incoming)
             except UnicodeDecodeError:
                 raise GatewayError(400, "InvalidParameter.Format", "The request is not valid UTF-8.") from None
             action = verified.action
             if action not in ACTIONS:
-                raise GatewayError(404, "InvalidApi.NotFound", "Specified api is not found, please check your url and method.")
+                raise GatewayError(
+                    404, "InvalidApi.NotFound", "Specified api is not found, please check your url and method."
+                )
             if scope["method"] != "POST" and action in POST_ONLY_ACTIONS:
                 raise GatewayError(400, "UnsupportedHTTPMethod", f"{action} only supports POST.")
         except GatewayError as err:
@@ -266,8 +270,18 @@ class EmulatorApp:
             await self._drop(scope, send)
             return
         for kind, status, code, message in (
-            ("error_500", 500, "InternalError", "The request processing has failed due to some unknown error, exception or failure."),
-            ("error_503", 503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+            (
+                "error_500",
+                500,
+                "InternalError",
+                "The request processing has failed due to some unknown error, exception or failure.",
+            ),
+            (
+                "error_503",
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server.",
+            ),
             ("throttle", 400, "Throttling.User", "Request was denied due to user flow control."),
         ):
             if kind in faults:
@@ -559,17 +573,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="keep state in DIR/emulator.sqlite3 (default: in memory, lost on exit)")
-    parser.add_argument("--access-key-id", action="append", default=[], metavar="ID",
-                        help="accepted AccessKey id (repeat together with --access-key-secret for several pairs)")
-    parser.add_argument("--access-key-secret", action="append", default=[], metavar="SECRET",
-                        help="secret for the --access-key-id at the same position")
-    parser.add_argument("--receipt-delay", type=float, default=3.0, metavar="S",
-                        help="seconds until a delivery receipt appears (default 3)")
-    parser.add_argument("--fault", action="append", default=[], metavar="SPEC",
-                        help="inject a fault: KIND[,action=NAME][,count=N][,seconds=S]; KIND is one of "
-                        + ", ".join(FAULT_KINDS))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep state in DIR/emulator.sqlite3 (default: in memory, lost on exit)",
+    )
+    parser.add_argument(
+        "--access-key-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="accepted AccessKey id (repeat together with --access-key-secret for several pairs)",
+    )
+    parser.add_argument(
+        "--access-key-secret",
+        action="append",
+        default=[],
+        metavar="SECRET",
+        help="secret for the --access-key-id at the same position",
+    )
+    parser.add_argument(
+        "--receipt-delay",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds until a delivery receipt appears (default 3)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a fault: KIND[,action=NAME][,count=N][,seconds=S]; KIND is one of " + ", ".join(FAULT_KINDS),
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level (default INFO)")
     return parser
 
@@ -577,9 +614,9 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_keys(parser: argparse.ArgumentParser, ids: Sequence[str], secrets: Sequence[str]) -> dict[str, str]:
     if len(ids) != len(secrets):
         parser.error("--access-key-id and --access-key-secret must be given in pairs")
-    if any(not i or not s for i, s in zip(ids, secrets)):
+    if any(not i or not s for i, s in zip(ids, secrets, strict=True)):
         parser.error("AccessKey ids and secrets must not be empty")
-    return dict(zip(ids, secrets)) or {DEMO_ACCESS_KEY_ID: DEMO_ACCESS_KEY_SECRET}
+    return dict(zip(ids, secrets, strict=True)) or {DEMO_ACCESS_KEY_ID: DEMO_ACCESS_KEY_SECRET}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -273,8 +273,13 @@ class RequestVerifier:
         """Return the verified action and params, or raise :class:`GatewayError`."""
         query_pairs = decode_form(request.raw_query) if request.raw_query else []
         authorization = request.header("authorization")
-        if authorization or request.header("x-acs-action"):
-            return self._verify_v3(request, query_pairs, authorization or "")
+        if authorization:
+            return self._verify_v3(request, query_pairs, authorization)
+        # The SDK's V2 path still sends x-acs-action (unsigned), so only a Signature parameter marks V2.
+        if any(k == "Signature" for k, _ in query_pairs) or any(k == "Signature" for k, _ in request.form_pairs()):
+            return self._verify_v2(request, query_pairs)
+        if request.header("x-acs-action"):
+            return self._verify_v3(request, query_pairs, "")
         return self._verify_v2(request, query_pairs)
 
     # -- V3 ---------------------------------------------------------------------------------------------------
@@ -283,16 +288,25 @@ class RequestVerifier:
         self, request: IncomingRequest, query_pairs: list[tuple[str, str]], authorization: str
     ) -> VerifiedRequest:
         if not authorization:
-            raise GatewayError(400, "IncompleteSignature", "The request signature does not conform to Aliyun standards: Authorization header is missing.")
+            raise GatewayError(
+                400,
+                "IncompleteSignature",
+                "The request signature does not conform to Aliyun standards: Authorization header is missing.",
+            )
         auth = parse_v3_authorization(authorization)
         if auth.algorithm != V3_ALGORITHM:
-            raise GatewayError(400, "InvalidSignatureMethod", f"Specified signature method {auth.algorithm!r} is not supported; use {V3_ALGORITHM}.")
+            raise GatewayError(
+                400,
+                "InvalidSignatureMethod",
+                f"Specified signature method {auth.algorithm!r} is not supported; use {V3_ALGORITHM}.",
+            )
         missing = [h for h in V3_REQUIRED_SIGNED if h not in auth.signed_headers or request.header(h) is None]
         if missing:
             raise GatewayError(
                 400,
                 "IncompleteSignature",
-                f"The request signature does not conform to Aliyun standards: header(s) {', '.join(missing)} must be sent and signed.",
+                "The request signature does not conform to Aliyun standards: "
+                f"header(s) {', '.join(missing)} must be sent and signed.",
             )
         secret = self._secret(auth.credential)
         self._check_time(_parse_timestamp(request.header("x-acs-date") or "", "x-acs-date"))
@@ -303,7 +317,8 @@ class RequestVerifier:
             raise GatewayError(
                 400,
                 "SignatureDoesNotMatch",
-                "Specified signature is not matched with our calculation: x-acs-content-sha256 does not match the request body.",
+                "Specified signature is not matched with our calculation: "
+                "x-acs-content-sha256 does not match the request body.",
             )
         canonical = v3_canonical_request(
             request.method, query_pairs, request.headers, auth.signed_headers, body_hash, request.path
@@ -333,7 +348,9 @@ class RequestVerifier:
                 raise GatewayError(400, f"Missing{name}", f"{name} is mandatory for this action.")
         method = params.get("SignatureMethod", "")
         if method != "HMAC-SHA1":
-            raise GatewayError(400, "InvalidSignatureMethod", f"Specified signature method {method!r} is not supported; use HMAC-SHA1.")
+            raise GatewayError(
+                400, "InvalidSignatureMethod", f"Specified signature method {method!r} is not supported; use HMAC-SHA1."
+            )
         if params.get("SignatureVersion", "") != "1.0":
             raise GatewayError(400, "InvalidSignatureVersion", "Specified signature version is not valid; use 1.0.")
         key_id = params["AccessKeyId"]
@@ -383,5 +400,7 @@ class RequestVerifier:
             raise GatewayError(400, "MissingVersion", "Version is mandatory for this request.")
         if version != API_VERSION:
             raise GatewayError(
-                400, "InvalidVersion", f"Specified parameter Version {version!r} is not valid; Dysmsapi is {API_VERSION}."
+                400,
+                "InvalidVersion",
+                f"Specified parameter Version {version!r} is not valid; Dysmsapi is {API_VERSION}.",
             )

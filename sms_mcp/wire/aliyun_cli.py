@@ -437,6 +437,9 @@ class AliyunCliTransport:
             log.warning("`aliyun configure ai-mode disable` failed (exit %s): %s", proc.returncode,
                         mask_secrets(err.decode("utf-8", "replace").strip()[:200]))
 
+    #: The name ``sms-mcp serve`` looks up for its last-resort synchronous cleanup.
+    shutdown_sync = disable_ai_mode_sync
+
     # ------------------------------------------------------------------ doctor
 
     async def diagnose(self) -> dict[str, Any]:

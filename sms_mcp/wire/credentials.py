@@ -159,7 +159,8 @@ def prepare_environment(env: MutableMapping[str, str] | None = None) -> None:
 
     Unless the user opted into the ECS RAM role (:func:`ecs_role_opted_in`), set
     ``ALIBABA_CLOUD_ECS_METADATA_DISABLED=true``: the library reads it at import time, and without it building the
-    default chain starts a metadata-probing thread. Also quiets the library's own loggers (see :func:`quiet_sdk_loggers`).
+    default chain starts a metadata-probing thread. Also quiets the library's own loggers
+    (see :func:`quiet_sdk_loggers`).
     """
     env = os.environ if env is None else env
     if not ecs_role_opted_in(env):
