@@ -44,6 +44,9 @@ def serve(settings: Settings) -> int:
     transport = None
     shutting_down = False
 
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal shutting_down
         if shutting_down:
@@ -51,7 +54,13 @@ def serve(settings: Settings) -> int:
             return
         shutting_down = True
         log.info("signal %s: shutting down", signum)
-        raise KeyboardInterrupt
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not serving (yet): unwind the main thread directly
+            raise KeyboardInterrupt from None
+        # Raised from a loop callback rather than from whatever task happens to be running, the interrupt
+        # leaves the loop cleanly; asyncio then cancels the server task, which runs the lifespan cleanup.
+        loop.call_soon_threadsafe(interrupt)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

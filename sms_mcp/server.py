@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypeVar
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -34,6 +35,7 @@ from sms_mcp.wire.base import Transport
 from sms_mcp.wire.factory import make_transport, resolve_backend
 
 log = logging.getLogger("sms_mcp.server")
+SHUTDOWN_BUDGET_SECONDS = 1.5
 T = TypeVar("T")
 
 INSTRUCTIONS = """\
@@ -120,8 +122,11 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
             yield AppState(service)
         finally:
             # The shutdown hook: release the backend (for the aliyun CLI: AI-mode disable) on every exit.
+            # Shielded, because on a signal this runs inside a cancelled scope; bounded, because an MCP client
+            # waits about 2 s before it escalates to SIGKILL.
             try:
-                await chosen.aclose()
+                with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_SECONDS):
+                    await chosen.aclose()
             finally:
                 if service is not None:
                     service.ledger.close()

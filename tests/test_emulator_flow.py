@@ -30,7 +30,12 @@ def at(clock: Any, hh: int, mm: int, ss: int, day: int = 1) -> None:
 def code(emu: EmulatorCore, phone: str = "13800138000", sign: str = "速通科技", value: str = "1234") -> dict[str, Any]:
     return emu.handle(
         "SendSms",
-        {"PhoneNumbers": phone, "SignName": sign, "TemplateCode": "SMS_900000001", "TemplateParam": f'{{"code":"{value}"}}'},
+        {
+            "PhoneNumbers": phone,
+            "SignName": sign,
+            "TemplateCode": "SMS_900000001",
+            "TemplateParam": f'{{"code":"{value}"}}',
+        },
     )
 
 
@@ -63,12 +68,18 @@ def test_minute_window_is_per_number_and_per_signature(emulator: EmulatorCore, c
 
 
 def test_minute_window_counts_every_verification_template_of_the_signature(emulator: EmulatorCore) -> None:
-    emulator.add_template("SMS_900000110", "注册验证码", 0, "您的注册码为${code}。", variables={"code": "numberCaptcha"})
+    emulator.add_template(
+        "SMS_900000110", "注册验证码", 0, "您的注册码为${code}。", variables={"code": "numberCaptcha"}
+    )
     assert code(emulator)["Code"] == "OK"
     body = emulator.handle(
         "SendSms",
-        {"PhoneNumbers": "13800138000", "SignName": "速通科技", "TemplateCode": "SMS_900000110",
-         "TemplateParam": '{"code":"5678"}'},
+        {
+            "PhoneNumbers": "13800138000",
+            "SignName": "速通科技",
+            "TemplateCode": "SMS_900000110",
+            "TemplateParam": '{"code":"5678"}',
+        },
     )
     assert_limited(emulator, body, MINUTE, stored=1)
 
@@ -165,8 +176,12 @@ def test_international_sends_have_no_per_number_minute_limit(emulator: EmulatorC
     for value in ("1111", "2222"):
         body = emulator.handle(
             "SendSms",
-            {"PhoneNumbers": "85291234567", "SignName": "SuTong", "TemplateCode": "SMS_900000004",
-             "TemplateParam": f'{{"code":"{value}"}}'},
+            {
+                "PhoneNumbers": "85291234567",
+                "SignName": "SuTong",
+                "TemplateCode": "SMS_900000004",
+                "TemplateParam": f'{{"code":"{value}"}}',
+            },
         )
         assert body["Code"] == "OK"
 

@@ -104,18 +104,20 @@ def test_verification_sign_accepts_verification_template(emulator: EmulatorCore)
 
 
 def test_promotional_template_renders(emulator: EmulatorCore) -> None:
-    assert send(emulator, SignName="速通科技", TemplateCode="SMS_900000003", TemplateParam='{"name":"李雷"}')[
-        "Code"
-    ] == "OK"
+    assert (
+        send(emulator, SignName="速通科技", TemplateCode="SMS_900000003", TemplateParam='{"name":"李雷"}')["Code"]
+        == "OK"
+    )
     assert emulator.messages()[0]["content"] == "【速通科技】李雷您好，会员日全场8折，详询门店。拒收请回复R"
 
 
 def test_template_without_variables_needs_no_param(emulator: EmulatorCore) -> None:
     emulator.add_template("SMS_900000100", "维护通知", 1, "系统将于今晚维护，请提前保存数据。")
     assert send(emulator, SignName="速通科技", TemplateCode="SMS_900000100")["Code"] == "OK"
-    assert send(emulator, "13700137000", SignName="速通科技", TemplateCode="SMS_900000100", TemplateParam="{}")[
-        "Code"
-    ] == "OK"
+    assert (
+        send(emulator, "13700137000", SignName="速通科技", TemplateCode="SMS_900000100", TemplateParam="{}")["Code"]
+        == "OK"
+    )
     assert len(emulator.messages()) == 2
 
 
@@ -149,7 +151,10 @@ def test_send_batch_sms_per_number_signatures(emulator: EmulatorCore) -> None:
         },
     )
     assert body["Code"] == "OK", body
-    assert [m["content"] for m in emulator.messages()] == ["【速通科技】您的动态码为1111。", "【速通验证】您的动态码为2222。"]
+    assert [m["content"] for m in emulator.messages()] == [
+        "【速通科技】您的动态码为1111。",
+        "【速通验证】您的动态码为2222。",
+    ]
 
 
 # ---------------------------------------------------------------- gateway errors
@@ -226,7 +231,8 @@ def test_unknown_name_is_a_gateway_404(
 
 
 @pytest.mark.parametrize(
-    "phone", ["1380013800", "138001380001", "abc", "13800138000,12", "+861012345678", "23800138000", ",", "138 0013 8000"]
+    "phone",
+    ["1380013800", "138001380001", "abc", "13800138000,12", "+861012345678", "23800138000", ",", "138 0013 8000"],
 )
 def test_invalid_number(emulator: EmulatorCore, phone: str) -> None:
     assert_rejected(emulator, send(emulator, phone, **SHIP), "isv.MOBILE_NUMBER_ILLEGAL")
@@ -274,14 +280,18 @@ def test_unknown_or_unapproved_template(emulator: EmulatorCore, code: str) -> No
     assert_rejected(emulator, body, "isv.SMS_TEMPLATE_ILLEGAL")
 
 
-@pytest.mark.parametrize(("code", "param"), [("SMS_900000002", SHIP["TemplateParam"]), ("SMS_900000003", '{"name":"a"}')])
+@pytest.mark.parametrize(
+    ("code", "param"), [("SMS_900000002", SHIP["TemplateParam"]), ("SMS_900000003", '{"name":"a"}')]
+)
 def test_verification_signature_with_other_template(emulator: EmulatorCore, code: str, param: str) -> None:
     body = send(emulator, SignName="速通验证", TemplateCode=code, TemplateParam=param)
     assert_rejected(emulator, body, "isv.SMS_SIGNATURE_SCENE_ILLEGAL")
 
 
 def test_verification_signature_with_international_template(emulator: EmulatorCore) -> None:
-    body = send(emulator, "85291234567", SignName="速通验证", TemplateCode="SMS_900000004", TemplateParam='{"code":"1234"}')
+    body = send(
+        emulator, "85291234567", SignName="速通验证", TemplateCode="SMS_900000004", TemplateParam='{"code":"1234"}'
+    )
     assert_rejected(emulator, body, "isv.SMS_SIGNATURE_SCENE_ILLEGAL")
 
 
@@ -407,18 +417,36 @@ def test_batch_over_100_numbers(emulator: EmulatorCore) -> None:
 
 def test_batch_one_bad_entry_rejects_the_whole_call(emulator: EmulatorCore) -> None:
     good, bad = SHIP_PARAMS, {**SHIP_PARAMS, "order_no": 12345}
-    assert_rejected(emulator, batch(emulator, ["13800138000", "13700137000"], ["速通科技"] * 2, [good, bad]),
-                    "isv.INVALID_JSON_PARAM")
-    assert_rejected(emulator, batch(emulator, ["13800138000", "1370013700"], ["速通科技"] * 2, [good, good]),
-                    "isv.MOBILE_NUMBER_ILLEGAL")
-    assert_rejected(emulator, batch(emulator, ["13800138000", "13700137000"], ["速通科技", "旧品牌"], [good, good]),
-                    "isv.SMS_SIGN_ILLEGAL")
-    assert_rejected(emulator, batch(emulator, ["13800138000", "13700137000"], ["速通科技", "速通验证"], [good, good]),
-                    "isv.SMS_SIGNATURE_SCENE_ILLEGAL")
-    assert_rejected(emulator, batch(emulator, ["13800138000", "13700137000"], ["速通科技", "星河商城"], [good, good]),
-                    "isv.SMS_SIGNATURE_ILLEGAL")
-    assert_rejected(emulator, batch(emulator, ["13800138000", "13700137000"], ["速通科技"] * 2, [good, {}]),
-                    "isv.TEMPLATE_MISSING_PARAMETERS")
+    assert_rejected(
+        emulator,
+        batch(emulator, ["13800138000", "13700137000"], ["速通科技"] * 2, [good, bad]),
+        "isv.INVALID_JSON_PARAM",
+    )
+    assert_rejected(
+        emulator,
+        batch(emulator, ["13800138000", "1370013700"], ["速通科技"] * 2, [good, good]),
+        "isv.MOBILE_NUMBER_ILLEGAL",
+    )
+    assert_rejected(
+        emulator,
+        batch(emulator, ["13800138000", "13700137000"], ["速通科技", "旧品牌"], [good, good]),
+        "isv.SMS_SIGN_ILLEGAL",
+    )
+    assert_rejected(
+        emulator,
+        batch(emulator, ["13800138000", "13700137000"], ["速通科技", "速通验证"], [good, good]),
+        "isv.SMS_SIGNATURE_SCENE_ILLEGAL",
+    )
+    assert_rejected(
+        emulator,
+        batch(emulator, ["13800138000", "13700137000"], ["速通科技", "星河商城"], [good, good]),
+        "isv.SMS_SIGNATURE_ILLEGAL",
+    )
+    assert_rejected(
+        emulator,
+        batch(emulator, ["13800138000", "13700137000"], ["速通科技"] * 2, [good, {}]),
+        "isv.TEMPLATE_MISSING_PARAMETERS",
+    )
 
 
 def test_batch_without_params_for_a_template_with_variables(emulator: EmulatorCore) -> None:

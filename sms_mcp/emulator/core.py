@@ -42,6 +42,7 @@ MAX_PARAM_LENGTH = 35
 MAX_CONTENT_LENGTH = 500
 QUERY_LOOKBACK_DAYS = 30
 DAY = 86400.0
+_INT64_MAX = 2**63 - 1
 
 _VARIABLE = re.compile(r"\$\{([^}]+)\}")
 _URL = re.compile(
@@ -120,6 +121,27 @@ def _json_error(message: str) -> _BusinessError:
     return _BusinessError("isv.INVALID_JSON_PARAM", f"JSON参数不合法，只接受字符串值：{message}")
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _loads(raw: str) -> Any:
+    """json.loads, with absurd nesting reported as bad JSON instead of a RecursionError."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _offset(page: int, page_size: int) -> int:
+    # Clamped: a huge page number must give an empty page, not an integer SQLite cannot bind.
+    return min((page - 1) * page_size, _INT64_MAX)
+
+
 def _new_request_id() -> str:
     return str(uuid.uuid4()).upper()
 
@@ -174,7 +196,10 @@ def _int_param(
         value = int(raw)
     except ValueError:
         raise _invalid(f"{name} 应为整数") from None
-    if (low is not None and value < low) or (high is not None and value > high):
+    # Every integer on this API is at most int64, and SQLite cannot bind anything wider.
+    low = -_INT64_MAX if low is None else low
+    high_bound = _INT64_MAX if high is None else high
+    if value < low or value > high_bound:
         bounds = f"{low} 到 {high} 之间" if high is not None else f"不小于 {low}"
         raise _invalid(f"{name} 应在 {bounds}")
     return value
@@ -280,6 +305,9 @@ class EmulatorCore:
                 )
             with self._lock:
                 try:
+                    if not all(_is_utf8(k) and _is_utf8(v) for k, v in wire.items()):
+                        # Lone surrogates cannot travel in a UTF-8 request, so the real service never sees them.
+                        raise _invalid("参数不是合法的 UTF-8 文本")
                     body = handler(self, wire)
                 except _BusinessError as exc:
                     body = {"Code": exc.code, "Message": exc.message}
@@ -382,7 +410,7 @@ class EmulatorCore:
         template_param: Any = _MISSING
         if raw_param.strip():
             try:
-                template_param = json.loads(raw_param)
+                template_param = _loads(raw_param)
             except ValueError:
                 raise _json_error("TemplateParam 不是合法的 JSON") from None
         sign = p["SignName"].strip()
@@ -419,9 +447,7 @@ class EmulatorCore:
         entries = [(n, s.strip(), tp) for n, s, tp in zip(numbers, signs, template_params, strict=True)]
         return self._accept(entries, p["TemplateCode"].strip(), p.get("OutId") or None)
 
-    def _accept(
-        self, entries: list[tuple[str, str, Any]], template_code: str, out_id: str | None
-    ) -> WireBody:
+    def _accept(self, entries: list[tuple[str, str, Any]], template_code: str, out_id: str | None) -> WireBody:
         """Validate a whole send, then store every message, or nothing (one transaction)."""
         if not entries:
             raise _BusinessError("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号：没有手机号码")
@@ -451,9 +477,7 @@ class EmulatorCore:
                 numbers.append(number)
             for number in numbers:
                 if outer_type == seed.INTERNATIONAL and not number.international:
-                    raise _BusinessError(
-                        "isv.DOMESTIC_NUMBER_NOT_SUPPORTED", "国际/港澳台消息模板不支持发送境内号码"
-                    )
+                    raise _BusinessError("isv.DOMESTIC_NUMBER_NOT_SUPPORTED", "国际/港澳台消息模板不支持发送境内号码")
                 if outer_type != seed.INTERNATIONAL and number.international:
                     raise _BusinessError(
                         "isv.MOBILE_NUMBER_ILLEGAL",
@@ -462,8 +486,7 @@ class EmulatorCore:
                     )
             variables: dict[str, str] = json.loads(template["variables"])
             contents = [
-                _render(sign_name, template, variables, template_param)
-                for (_, sign_name, template_param) in entries
+                _render(sign_name, template, variables, template_param) for (_, sign_name, template_param) in entries
             ]
             pending: list[tuple[str, str]] = []
             for number, (_, sign_name, _) in zip(numbers, entries, strict=True):
@@ -496,9 +519,7 @@ class EmulatorCore:
     def _usable_sign(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
         sign = conn.execute("SELECT * FROM signs WHERE name = ?", (name,)).fetchone()
         if sign is None or sign["audit_status"] == "AUDIT_STATE_INIT":
-            raise _BusinessError(
-                "isv.SMS_SIGNATURE_ILLEGAL", f"该账号下找不到对应签名：{name} 不存在或未审核通过"
-            )
+            raise _BusinessError("isv.SMS_SIGNATURE_ILLEGAL", f"该账号下找不到对应签名：{name} 不存在或未审核通过")
         if sign["audit_status"] != "AUDIT_STATE_PASS":
             raise _BusinessError("isv.SMS_SIGN_ILLEGAL", f"签名禁止使用：{name} 审核未通过或已取消")
         return sign
@@ -566,7 +587,7 @@ class EmulatorCore:
         (total,) = conn.execute(f"SELECT COUNT(*) FROM messages WHERE {where}", args).fetchone()
         rows = conn.execute(
             f"SELECT * FROM messages WHERE {where} ORDER BY send_time DESC, id DESC LIMIT ? OFFSET ?",
-            [*args, page_size, (page - 1) * page_size],
+            [*args, page_size, _offset(page, page_size)],
         ).fetchall()
         details = []
         for row in rows:
@@ -612,9 +633,7 @@ class EmulatorCore:
             args.append(p["SignName"].strip())
         now = self.now()
         days: dict[str, dict[str, Any]] = {}
-        for row in self._connection().execute(
-            f"SELECT * FROM messages WHERE {where} ORDER BY send_time", args
-        ):
+        for row in self._connection().execute(f"SELECT * FROM messages WHERE {where} ORDER BY send_time", args):
             key = _cst_date(row["send_time"]).strftime("%Y%m%d")
             stats = days.setdefault(
                 key,
@@ -650,7 +669,7 @@ class EmulatorCore:
         conn = self._connection()
         (total,) = conn.execute("SELECT COUNT(*) FROM signs").fetchone()
         rows = conn.execute(
-            "SELECT * FROM signs ORDER BY position LIMIT ? OFFSET ?", (page_size, (page - 1) * page_size)
+            "SELECT * FROM signs ORDER BY position LIMIT ? OFFSET ?", (page_size, _offset(page, page_size))
         ).fetchall()
         signs = []
         for row in rows:
@@ -684,7 +703,7 @@ class EmulatorCore:
         conn = self._connection()
         (total,) = conn.execute("SELECT COUNT(*) FROM templates").fetchone()
         rows = conn.execute(
-            "SELECT * FROM templates ORDER BY position LIMIT ? OFFSET ?", (page_size, (page - 1) * page_size)
+            "SELECT * FROM templates ORDER BY position LIMIT ? OFFSET ?", (page_size, _offset(page, page_size))
         ).fetchall()
         templates = []
         for row in rows:
@@ -713,11 +732,7 @@ class EmulatorCore:
 
     def _get_sms_sign(self, p: dict[str, str]) -> WireBody:
         _require(p, "SignName")
-        row = (
-            self._connection()
-            .execute("SELECT * FROM signs WHERE name = ?", (p["SignName"].strip(),))
-            .fetchone()
-        )
+        row = self._connection().execute("SELECT * FROM signs WHERE name = ?", (p["SignName"].strip(),)).fetchone()
         if row is None:
             raise _GatewayFault(404, "SignatureNotFound", "The signature does not exist.")
         detail = json.loads(row["detail"])
@@ -777,9 +792,7 @@ class EmulatorCore:
             "TemplateStatus": seed.TEMPLATE_STATUS_CODES[row["audit_status"]],  # a string here
             "TemplateType": str(row["outer_type"]),  # a string, outer numbering
             # JSON serialised into a string, exactly as Alibaba returns it.
-            "VariableAttribute": json.dumps(
-                json.loads(row["variables"]), ensure_ascii=False, separators=(",", ":")
-            ),
+            "VariableAttribute": json.dumps(json.loads(row["variables"]), ensure_ascii=False, separators=(",", ":")),
             "TemplateTag": 2,
             "RelatedSignName": row["related_sign"],
             "Remark": row["remark"],
@@ -833,7 +846,7 @@ class EmulatorCore:
         (total,) = conn.execute(f"SELECT COUNT(*) FROM qualifications WHERE {clause}", args).fetchone()
         rows = conn.execute(
             f"SELECT * FROM qualifications WHERE {clause} ORDER BY group_id LIMIT ? OFFSET ?",
-            [*args, page_size, (page - 1) * page_size],
+            [*args, page_size, _offset(page, page_size)],
         ).fetchall()
         records = [
             {
@@ -842,9 +855,7 @@ class EmulatorCore:
                 "CompanyName": row["company"],
                 "LegalPersonName": row["legal_person"],
                 "StateName": row["state_name"],
-                "UseBySelf": "true"
-                if row["use_by_self"]
-                else "false",  # a string in the list, bool in detail
+                "UseBySelf": "true" if row["use_by_self"] else "false",  # a string in the list, bool in detail
                 "WorkOrderId": row["work_order_id"],
                 "AuditRemark": row["audit_remark"],
                 "AuditTime": row["audit_time"],
@@ -863,16 +874,8 @@ class EmulatorCore:
     def _query_single_sms_qualification(self, p: dict[str, str]) -> WireBody:
         _require(p, "QualificationGroupId")
         group_id = _int_param(p, "QualificationGroupId")
-        row = (
-            self._connection()
-            .execute("SELECT * FROM qualifications WHERE group_id = ?", (group_id,))
-            .fetchone()
-        )
-        if (
-            row is not None
-            and p.get("OrderId", "").strip()
-            and _int_param(p, "OrderId") != row["work_order_id"]
-        ):
+        row = self._connection().execute("SELECT * FROM qualifications WHERE group_id = ?", (group_id,)).fetchone()
+        if row is not None and p.get("OrderId", "").strip() and _int_param(p, "OrderId") != row["work_order_id"]:
             row = None
         if row is None:
             raise _GatewayFault(404, "QualificationNotFound", "The qualification does not exist.")
@@ -929,7 +932,7 @@ _MISSING: Any = _Missing()
 
 def _json_array(raw: str, name: str) -> list[Any]:
     try:
-        value = json.loads(raw)
+        value = _loads(raw)
     except ValueError:
         raise _json_error(f"{name} 不是合法的 JSON") from None
     if not isinstance(value, list):
@@ -953,9 +956,7 @@ def _render(sign_name: str, template: sqlite3.Row, variables: Mapping[str, str],
     if template_param is _MISSING:
         template_param = {}
         if names:
-            raise _BusinessError(
-                "isv.TEMPLATE_MISSING_PARAMETERS", f"模板变量中存在未赋值变量：{', '.join(names)}"
-            )
+            raise _BusinessError("isv.TEMPLATE_MISSING_PARAMETERS", f"模板变量中存在未赋值变量：{', '.join(names)}")
     if not isinstance(template_param, dict):
         raise _json_error("TemplateParam 必须是 JSON 对象")
     for key, value in template_param.items():
@@ -966,9 +967,7 @@ def _render(sign_name: str, template: sqlite3.Row, variables: Mapping[str, str],
         raise _json_error(f"模板中没有变量 {', '.join(unknown)}")
     missing = [n for n in names if not template_param.get(n)]
     if missing:
-        raise _BusinessError(
-            "isv.TEMPLATE_MISSING_PARAMETERS", f"模板变量中存在未赋值变量：{', '.join(missing)}"
-        )
+        raise _BusinessError("isv.TEMPLATE_MISSING_PARAMETERS", f"模板变量中存在未赋值变量：{', '.join(missing)}")
     is_verification = int(template["outer_type"]) == seed.VERIFICATION
     for name in names:
         value: str = template_param[name]

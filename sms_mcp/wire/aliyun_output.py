@@ -57,7 +57,7 @@ RESERVED_FLAGS = frozenset({
 _NAME_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _KEBAB_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-_AK_RE = re.compile(r"\b(LTAI|STS\.)[A-Za-z0-9]{4,}([A-Za-z0-9]{4})\b")
+_AK_RE = re.compile(r"(LTAI|STS\.)[A-Za-z0-9]{4,}([A-Za-z0-9]{4})(?![A-Za-z0-9])")
 
 
 def kebab(name: str) -> str:

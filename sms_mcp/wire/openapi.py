@@ -286,9 +286,12 @@ def translate_exception(exc: BaseException) -> GatewayError | OutcomeUnknownErro
             + "). Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile "
             "(`aliyun configure`).",
         )
-    detail = _scrub(str(getattr(inner, "message", None) or inner) or type(inner).__name__)
-    if isinstance(inner, ValueError):  # json.JSONDecodeError and friends: the answer could not be read
-        return OutcomeUnknownError("malformed_response", f"the response body is not valid JSON: {detail}")
+    text = str(getattr(inner, "message", None) or inner)
+    # darabonba turns a JSON decode failure into RuntimeError('Failed to parse the value as json format, Value:
+    # "<the whole body>"'); the body may hold phone numbers, so it is left out of the detail.
+    if isinstance(inner, ValueError) or text.startswith("Failed to parse the value as json"):
+        return OutcomeUnknownError("malformed_response", "the response body is not valid JSON")
+    detail = _scrub(text or type(inner).__name__)
     lowered = detail.lower()
     if "cannot connect to host" in lowered:
         return OutcomeUnknownError(
