@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from sms_mcp.emulator.signing import IncomingRequest, RequestVerifier
 from sms_mcp.wire.base import ACTIONS, GatewayError
+from sms_mcp.wire.credentials import mask_access_key_id
 
 log = logging.getLogger("sms_mcp.emulator")
 
@@ -674,7 +675,7 @@ async def _serve(app: EmulatorApp, sock: socket.socket) -> int:
         await task
         return 1
     print(f"emulator listening on {_url(sock)}", flush=True)
-    log.info("accepted AccessKey ids: %s", ", ".join(sorted(app.keys)))
+    log.info("accepted AccessKey ids: %s", ", ".join(sorted(mask_access_key_id(k) for k in app.keys)))
     await task
     return 0
 
