@@ -83,6 +83,8 @@ class Settings:
     # Two-step confirmation.
     confirm_ttl_seconds: float = 600.0
     confirm_mode: str = "token"
+    # An unknown send is declared not_sent only when Alibaba shows no record this long after the attempt.
+    reconcile_grace_seconds: float = 30.0
     # Sandbox.
     sandbox_receipt_delay: float = 3.0
     # OpenAPI backend.
@@ -115,6 +117,7 @@ class Settings:
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
             confirm_ttl_seconds=_float(env, "SMS_MCP_CONFIRM_TTL_SECONDS", 600.0, minimum=1.0),
             confirm_mode=_choice(env, "SMS_MCP_CONFIRM_MODE", "token", CONFIRM_MODES),
+            reconcile_grace_seconds=_float(env, "SMS_MCP_RECONCILE_GRACE_SECONDS", 30.0),
             sandbox_receipt_delay=_float(env, "SMS_MCP_SANDBOX_RECEIPT_DELAY", 3.0),
             region_id=env.get("ALIBABA_CLOUD_REGION_ID", "").strip() or "cn-hangzhou",
             endpoint=env.get("SMS_MCP_ENDPOINT", "").strip() or None,

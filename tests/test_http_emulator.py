@@ -208,8 +208,12 @@ def test_admin_rejects_bad_faults(emu: EmulatorServer, payload: Any) -> None:
 
 
 async def test_admin_messages_lists_what_the_core_recorded(emu: EmulatorServer) -> None:
-    params = {"PhoneNumbers": "13600000042", "SignName": "速通科技", "TemplateCode": "SMS_900000002",
-              "TemplateParam": '{"name":"李四","order_no":"B2","date":"今天"}'}
+    params = {
+        "PhoneNumbers": "13600000042",
+        "SignName": "速通科技",
+        "TemplateCode": "SMS_900000002",
+        "TemplateParam": '{"name":"李四","order_no":"B2","date":"今天"}',
+    }
     assert (await transport(emu).call("SendSms", params))["Code"] == "OK"
     status, _, body = http(f"{emu.url}/_emulator/messages")
     assert status == 200
@@ -231,9 +235,17 @@ async def test_admin_refuses_non_loopback_clients(emu: EmulatorServer) -> None:
             sent.append(message)
 
         scope = {
-            "type": "http", "http_version": "1.1", "method": method, "path": path, "raw_path": path.encode(),
-            "query_string": b"", "headers": [(b"host", b"10.0.0.5:8080")], "client": ("10.1.2.3", 40000),
-            "server": ("10.0.0.5", 8080), "scheme": "http", "root_path": "",
+            "type": "http",
+            "http_version": "1.1",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": [(b"host", b"10.0.0.5:8080")],
+            "client": ("10.1.2.3", 40000),
+            "server": ("10.0.0.5", 8080),
+            "scheme": "http",
+            "root_path": "",
         }
         await app(scope, receive, send)
         assert sent[0]["status"] == 403
@@ -257,10 +269,10 @@ def test_main_rejects_unpaired_keys_without_binding(capsys: pytest.CaptureFixtur
 # ------------------------------------------------------------------------------------------------ the process
 
 
-def start_process(*args: str) -> tuple[subprocess.Popen[str], str]:
+def start_process(*args: str, entry: tuple[str, ...] = ("sms_mcp.emulator.http",)) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sms_mcp.emulator.http", "--port", "0", *args],
+        [sys.executable, "-m", *entry, "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -288,8 +300,15 @@ def stop_process(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tupl
 
 async def test_emulator_process_serves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc, url = start_process(
-        "--access-key-id", "proc-id", "--access-key-secret", "proc-secret",
-        "--data-dir", str(tmp_path), "--fault", "error_503,action=QuerySmsSignList,count=1",
+        "--access-key-id",
+        "proc-id",
+        "--access-key-secret",
+        "proc-secret",
+        "--data-dir",
+        str(tmp_path),
+        "--fault",
+        "error_503,action=QuerySmsSignList,count=1",
+        entry=("sms_mcp", "emulator"),  # through the `sms-mcp emulator` dispatch
     )
     try:
         credential = CredentialClient(
@@ -300,8 +319,12 @@ async def test_emulator_process_serves_and_exits_cleanly_on_sigterm(tmp_path: Pa
             await t.call("QuerySmsSignList", {"PageIndex": "1"})
         assert caught.value.code == "ServiceUnavailable"
         assert (await t.call("QuerySmsSignList", {"PageIndex": "1"}))["Code"] == "OK"
-        params = {"PhoneNumbers": "13500000001", "SignName": "速通科技", "TemplateCode": "SMS_900000002",
-                  "TemplateParam": '{"name":"王五","order_no":"C3","date":"周一"}'}
+        params = {
+            "PhoneNumbers": "13500000001",
+            "SignName": "速通科技",
+            "TemplateCode": "SMS_900000002",
+            "TemplateParam": '{"name":"王五","order_no":"C3","date":"周一"}',
+        }
         assert (await t.call("SendSms", params))["Code"] == "OK"
     finally:
         code, out, err = stop_process(proc)

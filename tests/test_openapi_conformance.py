@@ -62,21 +62,41 @@ def sdk(emu: EmulatorServer, *, v2: bool = False, secret: str = DEMO_ACCESS_KEY_
 def requests_for(phone: str) -> list[tuple[str, Any]]:
     today = time.strftime("%Y%m%d", time.gmtime(time.time() + 8 * 3600))
     return [
-        ("send_sms", models.SendSmsRequest(phone_numbers=phone, sign_name="速通科技", template_code="SMS_900000002",
-                                           template_param=NOTIFY, out_id="conformance 1")),
-        ("send_batch_sms", models.SendBatchSmsRequest(
-            phone_number_json=json.dumps([phone]), sign_name_json='["速通科技"]', template_code="SMS_900000002",
-            template_param_json=f"[{NOTIFY}]")),
-        ("query_send_details", models.QuerySendDetailsRequest(phone_number=phone, send_date=today, page_size=10,
-                                                              current_page=1)),
-        ("query_send_statistics", models.QuerySendStatisticsRequest(is_globe=1, start_date=today, end_date=today,
-                                                                    page_index=1, page_size=10)),
+        (
+            "send_sms",
+            models.SendSmsRequest(
+                phone_numbers=phone,
+                sign_name="速通科技",
+                template_code="SMS_900000002",
+                template_param=NOTIFY,
+                out_id="conformance 1",
+            ),
+        ),
+        (
+            "send_batch_sms",
+            models.SendBatchSmsRequest(
+                phone_number_json=json.dumps([phone]),
+                sign_name_json='["速通科技"]',
+                template_code="SMS_900000002",
+                template_param_json=f"[{NOTIFY}]",
+            ),
+        ),
+        (
+            "query_send_details",
+            models.QuerySendDetailsRequest(phone_number=phone, send_date=today, page_size=10, current_page=1),
+        ),
+        (
+            "query_send_statistics",
+            models.QuerySendStatisticsRequest(is_globe=1, start_date=today, end_date=today, page_index=1, page_size=10),
+        ),
         ("query_sms_sign_list", models.QuerySmsSignListRequest(page_index=1, page_size=10)),
         ("query_sms_template_list", models.QuerySmsTemplateListRequest(page_index=1, page_size=10)),
         ("get_sms_sign", models.GetSmsSignRequest(sign_name="速通科技")),
         ("get_sms_template", models.GetSmsTemplateRequest(template_code="SMS_900000002")),
-        ("query_sms_qualification_record", models.QuerySmsQualificationRecordRequest(page_no=1, page_size=10,
-                                                                                     use_by_self=True)),
+        (
+            "query_sms_qualification_record",
+            models.QuerySmsQualificationRecordRequest(page_no=1, page_size=10, use_by_self=True),
+        ),
         ("query_single_sms_qualification", models.QuerySingleSmsQualificationRequest(qualification_group_id=10001)),
     ]
 
@@ -116,9 +136,7 @@ def test_official_sdk_sync_all_actions(emu: EmulatorServer, wire_bodies: list[di
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v3", "v2"])
-async def test_official_sdk_async_all_actions(
-    emu: EmulatorServer, wire_bodies: list[dict[str, Any]], v2: bool
-) -> None:
+async def test_official_sdk_async_all_actions(emu: EmulatorServer, wire_bodies: list[dict[str, Any]], v2: bool) -> None:
     client = sdk(emu, v2=v2)
     phone = "1370000001" + ("1" if v2 else "0")
     for name, request in requests_for(phone):

@@ -51,9 +51,7 @@ def transport(
     secret: str = DEMO_ACCESS_KEY_SECRET,
     **settings: Any,
 ) -> OpenApiTransport:
-    credential = CredentialClient(
-        CredentialConfig(type="access_key", access_key_id=key_id, access_key_secret=secret)
-    )
+    credential = CredentialClient(CredentialConfig(type="access_key", access_key_id=key_id, access_key_secret=secret))
     return OpenApiTransport(
         Settings(endpoint=emu.url, **settings), credential=credential, signature_algorithm="v2" if v2 else None
     )
@@ -127,8 +125,13 @@ async def test_every_action_round_trips(emu: EmulatorServer, v2: bool) -> None:
 
 async def test_business_errors_are_returned_not_raised(emu: EmulatorServer) -> None:
     body = await transport(emu).call(
-        "SendSms", {"PhoneNumbers": "13800138000", "SignName": "没有这个签名", "TemplateCode": "SMS_900000002",
-                    "TemplateParam": NOTIFY},
+        "SendSms",
+        {
+            "PhoneNumbers": "13800138000",
+            "SignName": "没有这个签名",
+            "TemplateCode": "SMS_900000002",
+            "TemplateParam": NOTIFY,
+        },
     )
     assert body["Code"].startswith("isv.")
     assert "BizId" not in body
@@ -190,7 +193,11 @@ async def test_credential_client_without_credentials_fails_before_sending(emu: E
 
 @pytest.mark.parametrize(
     ("kind", "status", "code"),
-    [("error_500", 500, "InternalError"), ("error_503", 503, "ServiceUnavailable"), ("throttle", 400, "Throttling.User")],
+    [
+        ("error_500", 500, "InternalError"),
+        ("error_503", 503, "ServiceUnavailable"),
+        ("throttle", 400, "Throttling.User"),
+    ],
 )
 async def test_gateway_faults_on_a_send_raise_once_and_send_nothing(
     emu: EmulatorServer, kind: str, status: int, code: str
@@ -224,8 +231,9 @@ async def test_reads_retry_transient_failures(emu: EmulatorServer) -> None:
     t = OpenApiTransport(
         Settings(endpoint=emu.url),
         credential=CredentialClient(
-            CredentialConfig(type="access_key", access_key_id=DEMO_ACCESS_KEY_ID,
-                             access_key_secret=DEMO_ACCESS_KEY_SECRET)
+            CredentialConfig(
+                type="access_key", access_key_id=DEMO_ACCESS_KEY_ID, access_key_secret=DEMO_ACCESS_KEY_SECRET
+            )
         ),
         sleep=fake_sleep,
     )
@@ -410,10 +418,43 @@ def test_from_settings_does_not_import_the_sdk_eagerly() -> None:
 
 
 def test_explanations_never_confuse_signing_with_sign_names() -> None:
-    for code in ("SignatureDoesNotMatch", "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive",
-                 "Forbidden.RAM", "InvalidTimeStamp.Expired", "InvalidCredentials"):
+    for code in (
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId.NotFound",
+        "InvalidAccessKeyId.Inactive",
+        "Forbidden.RAM",
+        "InvalidTimeStamp.Expired",
+        "InvalidCredentials",
+    ):
         meaning, step = explain_gateway_error(GatewayError(400, code, "x"))
         assert "credential" in meaning.lower() or "accesskey" in meaning.lower(), code
         assert step
     meaning, _ = explain_gateway_error(GatewayError(503, "SomethingNew", "boom"))
     assert "server error" in meaning
+
+
+async def test_signature_error_message_does_not_carry_the_parameters(emu: EmulatorServer) -> None:
+    with pytest.raises(GatewayError) as caught:
+        await transport(emu, v2=True, secret="wrong").call(
+            "QuerySendDetails",
+            {"PhoneNumber": "13800138555", "SendDate": today_cst(), "PageSize": "1", "CurrentPage": "1"},
+        )
+    assert caught.value.code == "SignatureDoesNotMatch"
+    assert "13800138555" not in caught.value.message
+    assert "13800138555" in caught.value.body["Message"]  # the raw wire body is kept intact
+
+
+async def test_concurrent_calls_share_one_transport(emu: EmulatorServer) -> None:
+    import asyncio
+
+    t = transport(emu)
+    phones = [f"1380013{9000 + i}" for i in range(12)]
+    sends = [t.call("SendSms", action_params(p)["SendSms"]) for p in phones]
+    reads = [t.call("GetSmsTemplate", {"TemplateCode": "SMS_900000002"}) for _ in range(12)]
+    bodies = await asyncio.gather(*sends, *reads)
+    assert all(b["Code"] == "OK" for b in bodies)
+    assert len({b["RequestId"] for b in bodies}) == len(bodies)
+    for phone in phones:
+        assert len([m for m in emu.core.messages() if m["phone_number"] == phone]) == 1
+    await t.aclose()
+    await t.aclose()  # safe twice

@@ -263,11 +263,26 @@ async def test_verification_code_flow(h: Harness) -> None:
     plan = await h.call("send_sms", args)
     sent = await h.call("send_sms", {**args, "confirm_token": plan["confirm_token"]})
     assert sent["status"] == "accepted"
-    # Alibaba's flow control answers the second code within the minute: a rejected result, nothing stored.
-    plan2 = await h.call("send_sms", args)
-    second = await h.call("send_sms", {**args, "confirm_token": plan2["confirm_token"]})
+    # Our own history already holds that send: the local pre-check refuses a second code within the minute,
+    # before anything reaches Alibaba, and says when it can be tried again.
+    local = await h.error("send_sms", args)
+    assert "isv.BUSINESS_LIMIT_CONTROL" in local and "Local flow-control pre-check" in local and "after" in local
+    assert len(h.sent()) == 1
+
+
+@with_harness
+async def test_alibaba_flow_control_is_a_rejected_result(h: Harness) -> None:
+    """Another sender on the same account (not in our ledger) used the number's minute: Alibaba refuses."""
+    args = {"phone_numbers": ["13700002222"], "sign_name": "速通验证", "template_code": "SMS_900000001",
+            "template_param": {"code": "4821"}}
+    other = h.transport.core.handle("SendSms", {"PhoneNumbers": "13700002222", "SignName": "速通验证",
+                                                "TemplateCode": "SMS_900000001", "TemplateParam": '{"code":"1111"}'})
+    assert other["Code"] == "OK"
+    plan = await h.call("send_sms", args)
+    second = await h.call("send_sms", {**args, "confirm_token": plan["confirm_token"]})
     assert second["status"] == "rejected" and second["error_code"] == "isv.BUSINESS_LIMIT_CONTROL"
     assert "Do not resend" in second["next_step"]
+    assert second["chunks"][0]["state"] == "rejected"
     assert len(h.sent()) == 1
 
 

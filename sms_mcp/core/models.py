@@ -81,27 +81,59 @@ class Plan(BaseModel):
     duplicates_removed: list[str] = Field(default_factory=list, description="Masked numbers given twice.")
     total_segments: int = Field(description="Billed messages in total (long texts bill several segments).")
     previews: list[RecipientPreview] = Field(description="Rendered message per recipient (first 20 shown).")
-    out_id: str = Field(description="External id sent with the request, to find it again in receipts.")
+    out_id: str = Field(description="External id sent with the request, to find it again in receipts "
+                        "(with -1, -2 … per request when the plan needs several).")
+    chunk_count: int = Field(default=1, description="API requests this plan needs (1,000 numbers or 100 "
+                             "recipients each).")
     warnings: list[str] = Field(default_factory=list)
 
 
+class ChunkOutcome(BaseModel):
+    """One API request of a plan (plans beyond 1,000 numbers / 100 recipients are split into chunks)."""
+
+    chunk_no: int
+    recipient_count: int
+    state: Literal["pending", "sending", "accepted", "rejected", "unknown", "not_sent"] = Field(
+        description="accepted: Alibaba took it. rejected / not_sent: nothing was sent. unknown: it may have "
+        "been sent; never resent, reconcile with query_details(plan_id). pending: not attempted yet."
+    )
+    out_id: str
+    biz_id: str | None = None
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
 class SendResult(Served):
-    status: Literal["pending_confirmation", "accepted", "rejected", "unknown"] = Field(
-        description="pending_confirmation: nothing sent yet. accepted: Alibaba took the request (NOT yet "
-        "delivered). rejected: nothing sent. unknown: it may or may not have been sent; reconcile."
+    status: Literal[
+        "pending_confirmation", "accepted", "partial", "rejected", "unknown", "not_sent", "cancelled",
+    ] = Field(
+        description="pending_confirmation: nothing sent yet. accepted: Alibaba took every request (NOT yet "
+        "delivered). partial: some chunks accepted, some not (see chunks). rejected / not_sent / cancelled: "
+        "nothing was sent. unknown: some of it may or may not have been sent; reconcile with query_details."
     )
     plan_id: str
     plan: Plan
     confirm_token: str | None = Field(default=None, description="First step only: pass it back to send.")
     expires_at: str | None = Field(default=None, description="First step only: when the token expires (UTC).")
-    biz_id: str | None = Field(default=None, description="Alibaba's receipt id, for query_details.")
+    biz_id: str | None = Field(default=None, description="Alibaba's receipt id (first chunk), for query_details.")
     request_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    replayed: bool = Field(default=False, description="True when this repeats the recorded result of an "
-                           "earlier confirmation: nothing was sent again.")
+    chunks: list[ChunkOutcome] = Field(default_factory=list, description="Per-request outcomes after sending.")
+    replayed: bool = Field(default=False, description="True when this call sent nothing itself and reports "
+                           "what earlier confirmation(s) of the plan did.")
     message: str = Field(description="What happened, in one sentence.")
     next_step: str
+
+
+class Reconciliation(BaseModel):
+    """What query_details(plan_id) learnt about chunks whose outcome was unknown."""
+
+    chunk_no: int
+    before: str
+    after: str
+    evidence: str
 
 
 class DeliveryRecord(BaseModel):
@@ -124,6 +156,8 @@ class DeliverySummary(BaseModel):
 
 class DeliveryReport(Served):
     plan_id: str | None = None
+    plan_status: str | None = Field(default=None, description="For a plan: its status after reconciliation.")
+    reconciled: list[Reconciliation] = Field(default_factory=list)
     biz_id: str | None = None
     send_date: str
     total_count: int = Field(description="Records Alibaba reports (for one number: its TotalCount).")

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
@@ -21,10 +21,12 @@ import anyio
 
 from sms_mcp.config import Settings
 from sms_mcp.core import errors
+from sms_mcp.core.audit import AuditLog
 from sms_mcp.core.errors import SmsError
-from sms_mcp.core.ledger import Ledger, PlanRow
+from sms_mcp.core.ledger import ChunkRow, Ledger, NewChunk, PlanRow
 from sms_mcp.core.models import (
     SANDBOX_NOTICE,
+    ChunkOutcome,
     DailyStatistics,
     DeliveryRecord,
     DeliveryReport,
@@ -32,6 +34,7 @@ from sms_mcp.core.models import (
     Plan,
     QualificationResult,
     RecipientPreview,
+    Reconciliation,
     SendResult,
     SignList,
     Statistics,
@@ -48,7 +51,10 @@ from sms_mcp.core.normalise import (
     template_from_list,
 )
 from sms_mcp.core.phones import Phone, mask, parse_many, parse_phone
+from sms_mcp.core.policy import Policy
 from sms_mcp.core.render import MAX_MESSAGE_LENGTH, render
+from sms_mcp.core.throttle import Limiters
+from sms_mcp.core.validation import check_params, check_scope, instruction_flags
 from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
 
 log = logging.getLogger("sms_mcp.service")
@@ -57,7 +63,9 @@ CHINA_TZ = timezone(timedelta(hours=8))
 MAX_SEND_SMS_NUMBERS = 1000
 MAX_BATCH_RECIPIENTS = 100
 PREVIEW_LIMIT = 20
-_URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\b[a-z0-9-]+\.(?:com|cn|net|org|io|top|xyz|cc)(?:/\S*)?\b")
+SEND_CONCURRENCY = 8
+#: ``await progress(done, total, message)``: the skin forwards it as MCP progress notifications.
+Progress = Callable[[float, float, str], Awaitable[None]]
 _DATE = re.compile(r"^\d{8}$")
 STATUS_FILTERS = ("approved", "reviewing", "rejected", "cancelled", "all")
 ACCEPTED_IS_NOT_DELIVERED = (
@@ -94,6 +102,9 @@ class SmsService:
         self.transport = transport
         self.clock = clock
         self.ledger = ledger or Ledger(settings.data_dir / "ledger.sqlite3", clock=clock)
+        self.policy = Policy(settings, self.ledger, clock)
+        self.limiters = Limiters()
+        self.audit = AuditLog(settings.data_dir / "audit.jsonl", clock=clock)
 
     # ----------------------------------------------------------------- plumbing
     @property
@@ -197,117 +208,26 @@ class SmsService:
             attributes = {}
         return template, attributes if isinstance(attributes, dict) else {}
 
-    # ----------------------------------------------------------------- validation
-    def _check_policy(self, template: TemplateInfo | None = None, phones: list[Phone] | None = None) -> None:
-        if self.settings.read_only:
-            raise SmsError("sms_mcp.READ_ONLY", "This server is configured read-only (SMS_MCP_READ_ONLY).",
-                           "Sending is disabled by the operator; tell the user. Reads still work.")
-        if template is not None and template.type == "promotional" and not self.settings.allow_promotional:
-            raise SmsError("sms_mcp.PROMOTIONAL_DISABLED",
-                           f"Template {template.template_code} is promotional; promotional sends are disabled.",
-                           "Promotional SMS need SMS_MCP_ALLOW_PROMOTIONAL=true set by the operator.")
-        allowed = self.settings.allowed_numbers
-        if allowed and phones:
-            for phone in phones:
-                if not any(phone.e164 == a or phone.wire == a or phone.e164.startswith(a)
-                           or phone.wire.startswith(a) for a in allowed):
-                    raise SmsError("sms_mcp.NUMBER_NOT_ALLOWED",
-                                   f"{phone.masked} is not in SMS_MCP_ALLOWED_NUMBERS.",
-                                   "Only the operator's allow-list can be sent to; tell the user.")
-
-    @staticmethod
-    def _check_params(
-        template: TemplateInfo, attributes: dict[str, str], params: dict[str, str] | None
-    ) -> dict[str, str]:
-        params = dict(params or {})
-        missing = [v for v in template.variables if v not in params]
-        if missing:
-            raise SmsError("isv.TEMPLATE_MISSING_PARAMETERS",
-                           f"Template {template.template_code} needs a value for: "
-                           + ", ".join("${" + v + "}" for v in missing) + ".",
-                           "Ask the user for each missing value; never invent one.")
-        extra = [k for k in params if k not in template.variables]
-        if extra:
-            raise SmsError("isv.INVALID_JSON_PARAM",
-                           f"Template {template.template_code} has no variable(s) {', '.join(extra)}; "
-                           f"its variables are: {', '.join(template.variables) or 'none'}.",
-                           "Pass exactly the template's variables.")
-        for name, value in params.items():
-            if not isinstance(value, str):
-                raise SmsError("isv.INVALID_JSON_PARAM", f"The value of {name} must be a string.",
-                               "Pass every template value as a string, e.g. \"1234\".")
-            if not 1 <= len(value) <= 35:
-                raise SmsError("isv.PARAM_LENGTH_LIMIT",
-                               f"The value of {name} has {len(value)} characters; 1-35 are allowed.",
-                               "Ask the user for a shorter (non-empty) value.")
-            if _URL.search(value):
-                raise SmsError("isv.PARAM_NOT_SUPPORT_URL", f"The value of {name} contains a URL.",
-                               "Template values may not carry links; links belong in an approved template.")
-            if template.type == "verification" or (template.type == "international" and name == "code"):
-                if not 4 <= len(value) <= 6 or (attributes.get(name) == "numberCaptcha" and not value.isdigit()):
-                    raise SmsError("isv.TEMPLATE_PARAMS_ILLEGAL",
-                                   f"The verification code {name} must be 4-6 characters"
-                                   + (" of digits." if attributes.get(name) == "numberCaptcha" else "."),
-                                   "Ask the user for (or generate, if they say so) a valid code.")
-        return params
-
-    @staticmethod
-    def _check_scope(template: TemplateInfo, phones: list[Phone]) -> None:
-        if template.type == "international":
-            mainland = [p.masked for p in phones if p.domestic]
-            if mainland:
-                raise SmsError("isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
-                               f"Template {template.template_code} is international; mainland China numbers "
-                               f"({', '.join(mainland[:5])}) cannot receive it.",
-                               "Use a domestic template for mainland numbers, or remove them.")
-        else:
-            foreign = [p.masked for p in phones if not p.domestic]
-            if foreign:
-                raise SmsError("isv.MOBILE_NUMBER_ILLEGAL",
-                               f"Template {template.template_code} is domestic; international numbers "
-                               f"({', '.join(foreign[:5])}) cannot receive it.",
-                               "Use an approved international template for numbers outside mainland China.")
-
-    # ----------------------------------------------------------------- sending
+    # ----------------------------------------------------------------- sending: prepare
     async def send_sms(
         self, phone_numbers: list[str], sign_name: str, template_code: str,
         template_param: dict[str, str] | None = None, out_id: str | None = None,
-        confirm_token: str | None = None,
+        confirm_token: str | None = None, progress: Progress | None = None,
     ) -> SendResult:
         phones, duplicates = parse_many(phone_numbers)
         if not phones:
             raise SmsError("isv.MOBILE_NUMBER_ILLEGAL", "No phone number given.", "Ask the user for the number.")
-        args = {
-            "tool": "send_sms", "phones": [p.e164 for p in phones], "sign_name": sign_name,
-            "template_code": template_code, "template_param": dict(template_param or {}), "out_id": out_id,
-        }
+        params = dict(template_param or {})
+        args = {"tool": "send_sms", "phones": [p.e164 for p in phones], "sign_name": sign_name,
+                "template_code": template_code, "template_param": params, "out_id": out_id}
         if confirm_token:
-            return await self._confirm(confirm_token, _args_hash(args))
-        if len(phones) > MAX_SEND_SMS_NUMBERS:
-            raise SmsError("isv.MOBILE_COUNT_OVER_LIMIT",
-                           f"{len(phones)} numbers; send_sms takes at most {MAX_SEND_SMS_NUMBERS}.",
-                           "Split the recipients into several plans.")
-        self._check_policy(None, phones)
-        await self._approved_sign(sign_name)
-        template, attributes = await self._approved_template(template_code)
-        self._check_policy(template, phones)
-        params = self._check_params(template, attributes, template_param)
-        self._check_scope(template, phones)
-        plan_id = "plan_" + secrets.token_hex(8)
-        wire_out_id = out_id or plan_id
-        previews = [self._preview(p, sign_name, template, params) for p in phones]
-        wire_params = {"PhoneNumbers": ",".join(p.wire for p in phones), "SignName": sign_name,
-                       "TemplateCode": template_code, "OutId": wire_out_id}
-        if params:
-            wire_params["TemplateParam"] = json.dumps(params, ensure_ascii=False)
-        return self._prepare(
-            args, plan_id, "SendSms", template, [sign_name], phones, duplicates, previews, wire_out_id,
-            wire_params,
-        )
+            return await self._confirm(confirm_token, _args_hash(args), progress)
+        return await self._prepare(args, template_code, [(p, sign_name, params) for p in phones], duplicates,
+                                   out_id)
 
     async def send_batch_sms(
         self, recipients: list[dict[str, Any]], template_code: str, out_id: str | None = None,
-        confirm_token: str | None = None,
+        confirm_token: str | None = None, progress: Progress | None = None,
     ) -> SendResult:
         if not recipients:
             raise SmsError("isv.MOBILE_NUMBER_ILLEGAL", "No recipient given.", "Ask the user for the recipients.")
@@ -321,82 +241,145 @@ class SmsService:
                 continue
             seen.add(phone.e164)
             entries.append((phone, r["sign_name"], dict(r.get("template_param") or {})))
-        args = {
-            "tool": "send_batch_sms", "template_code": template_code, "out_id": out_id,
-            "recipients": [[p.e164, s, tp] for p, s, tp in entries],
-        }
+        args = {"tool": "send_batch_sms", "template_code": template_code, "out_id": out_id,
+                "recipients": [[p.e164, s, tp] for p, s, tp in entries]}
         if confirm_token:
-            return await self._confirm(confirm_token, _args_hash(args))
-        if len(entries) > MAX_BATCH_RECIPIENTS:
-            raise SmsError("isv.MOBILE_COUNT_OVER_LIMIT",
-                           f"{len(entries)} recipients; send_batch_sms takes at most {MAX_BATCH_RECIPIENTS}.",
-                           "Split the recipients into several plans.")
+            return await self._confirm(confirm_token, _args_hash(args), progress)
+        return await self._prepare(args, template_code, entries, duplicates, out_id)
+
+    async def _prepare(
+        self, args: dict[str, Any], template_code: str, entries: list[tuple[Phone, str, dict[str, str]]],
+        duplicates: list[str], out_id: str | None,
+    ) -> SendResult:
+        """Validate everything, render every message, store the plan and its chunks; send nothing."""
+        self.policy.check_can_send()
         phones = [p for p, _, _ in entries]
-        self._check_policy(None, phones)
+        self.policy.check_recipients(phones)
+        args_hash = _args_hash(args)
+        earlier = self.ledger.unreconciled_like(args_hash)
+        if earlier:
+            raise SmsError("sms_mcp.UNRECONCILED",
+                           f"An identical send, plan {earlier}, has an unknown outcome: it may already have "
+                           "been delivered. Nothing was prepared.",
+                           f"Call query_details(plan_id='{earlier}') to reconcile it; only if it reports "
+                           "not_sent may the same send be prepared again.")
         signs = list(dict.fromkeys(s for _, s, _ in entries))
         for sign in signs:
             await self._approved_sign(sign)
         template, attributes = await self._approved_template(template_code)
-        self._check_policy(template, phones)
-        checked = [self._check_params(template, attributes, tp) for _, _, tp in entries]
-        self._check_scope(template, phones)
+        self.policy.check_template(template)
+        checked: dict[str, dict[str, str]] = {}  # one validation per distinct parameter set
+        values: list[dict[str, str]] = []
+        for _, _, params in entries:
+            key = json.dumps(params, sort_keys=True, ensure_ascii=False)
+            if key not in checked:
+                checked[key] = check_params(template, attributes, params)
+            values.append(checked[key])
+        check_scope(template, phones)
+        self.policy.check_daily_budget(len(phones))
+        self.policy.check_flow_control(template.template_code, template.type,
+                                       [(p.wire, s) for p, s, _ in entries])
+
         plan_id = "plan_" + secrets.token_hex(8)
-        wire_out_id = out_id or plan_id
-        previews = [self._preview(p, s, template, tp) for (p, s, _), tp in zip(entries, checked, strict=True)]
-        wire_params = {
-            "PhoneNumberJson": json.dumps([p.wire for p in phones], ensure_ascii=False),
-            "SignNameJson": json.dumps([s for _, s, _ in entries], ensure_ascii=False),
-            "TemplateCode": template_code, "OutId": wire_out_id,
-        }
-        if template.variables:
-            wire_params["TemplateParamJson"] = json.dumps(checked, ensure_ascii=False)
-        return self._prepare(
-            args, plan_id, "SendBatchSms", template, signs, phones, duplicates, previews, wire_out_id,
-            wire_params,
-        )
+        base_out_id = out_id or plan_id
+        batch = args["tool"] == "send_batch_sms"
+        size = MAX_BATCH_RECIPIENTS if batch else MAX_SEND_SMS_NUMBERS
+        groups = [list(range(i, min(i + size, len(entries)))) for i in range(0, len(entries), size)]
+        chunks = []
+        for n, group in enumerate(groups, start=1):
+            chunk_out_id = base_out_id if len(groups) == 1 else f"{base_out_id[:240]}-{n}"
+            chunks.append(NewChunk(
+                action="SendBatchSms" if batch else "SendSms",
+                params=self._wire_params(batch, template, [entries[i] for i in group],
+                                         [values[i] for i in group], chunk_out_id),
+                recipients=[{"number": entries[i][0].wire, "sign": entries[i][1]} for i in group],
+                out_id=chunk_out_id,
+            ))
 
-    @staticmethod
-    def _preview(phone: Phone, sign_name: str, template: TemplateInfo, params: dict[str, str]) -> RecipientPreview:
-        text, length, segments = render(sign_name, template.content, params, international=not phone.domestic)
-        if length > MAX_MESSAGE_LENGTH:
-            raise SmsError("isv.PARAM_LENGTH_LIMIT", f"The message to {phone.masked} would have {length} "
-                           f"characters; at most {MAX_MESSAGE_LENGTH} are allowed.", "Use shorter values.")
-        return RecipientPreview(phone_number=phone.masked, region=phone.region, sign_name=sign_name, text=text,
-                                length=length, segments=segments)
-
-    def _prepare(
-        self, args: dict[str, Any], plan_id: str, action: str, template: TemplateInfo, signs: list[str],
-        phones: list[Phone], duplicates: list[str], previews: list[RecipientPreview], out_id: str,
-        wire_params: dict[str, str],
-    ) -> SendResult:
+        previews: list[RecipientPreview] = []
+        total_segments = 0
+        for (phone, sign, _), params in zip(entries, values, strict=True):
+            text, length, segments = render(sign, template.content, params, international=not phone.domestic)
+            if length > MAX_MESSAGE_LENGTH:
+                raise SmsError("isv.PARAM_LENGTH_LIMIT", f"The message to {phone.masked} would have {length} "
+                               f"characters; at most {MAX_MESSAGE_LENGTH} are allowed.", "Use shorter values.")
+            total_segments += segments
+            if len(previews) < PREVIEW_LIMIT:
+                previews.append(RecipientPreview(phone_number=phone.masked, region=phone.region, sign_name=sign,
+                                                 text=text, length=length, segments=segments))
+        warnings = [f"{len(duplicates)} duplicate number(s) removed."] if duplicates else []
+        for params in checked.values():
+            warnings.extend(w for w in instruction_flags(params) if w not in warnings)
+        if len(chunks) > 1:
+            warnings.append(f"Sent as {len(chunks)} API requests of at most {size} recipients, each with its own "
+                            "OutId; one confirmation covers all of them.")
         plan = Plan(
-            plan_id=plan_id, action=action, template_code=template.template_code,  # type: ignore[arg-type]
+            plan_id=plan_id, action="SendBatchSms" if batch else "SendSms", template_code=template.template_code,
             template_name=template.template_name, template_type=template.type, sign_names=signs,
             recipient_count=len(phones), domestic_count=sum(p.domestic for p in phones),
-            international_count=sum(not p.domestic for p in phones), duplicates_removed=duplicates,
-            total_segments=sum(p.segments for p in previews), previews=previews[:PREVIEW_LIMIT], out_id=out_id,
-            warnings=[f"{len(duplicates)} duplicate number(s) removed."] if duplicates else [],
+            international_count=sum(not p.domestic for p in phones), duplicates_removed=duplicates[:100],
+            total_segments=total_segments, previews=previews, out_id=base_out_id, chunk_count=len(chunks),
+            warnings=warnings,
         )
         token = "smt_" + secrets.token_urlsafe(24)  # 192 random bits
         ttl = self.settings.confirm_ttl_seconds
-        self.ledger.create(
-            plan_id=plan_id, token=token, tool=args["tool"], args_hash=_args_hash(args), ttl=ttl,
-            plan=plan.model_dump(), wire={"action": action, "params": wire_params,
-                                          "recipients": [p.wire for p in phones]},
-        )
+        self.ledger.create(plan_id=plan_id, token=token, tool=args["tool"], args_hash=args_hash, ttl=ttl,
+                           plan=plan.model_dump(), chunks=chunks)
+        self.audit.write("prepared", plan_id, recipients=len(phones), template=template.template_code,
+                         signs=signs, chunks=len(chunks), numbers=[p.masked for p in phones[:20]])
         expires = datetime.fromtimestamp(self.clock() + ttl, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        log.info("prepared %s: %s to %d recipient(s)", plan_id, action, len(phones))
+        log.info("prepared %s: %d recipient(s) in %d chunk(s)", plan_id, len(phones), len(chunks))
         return SendResult(
             **self._served(), status="pending_confirmation", plan_id=plan_id, plan=plan, confirm_token=token,
             expires_at=expires,
-            message=f"Nothing has been sent. Plan {plan_id}: {len(phones)} recipient(s), "
-                    f"{plan.total_segments} billed message(s), template {template.template_code}.",
-            next_step="Show this plan (recipients, signature, full text, segments) to the user and ask them to "
-                      "confirm. Only after they explicitly confirm, call this tool again with exactly the same "
-                      "arguments plus confirm_token. If they want changes, prepare a new plan instead.",
+            message=f"Nothing has been sent. Plan {plan_id}: {len(phones)} recipient(s), {total_segments} "
+                    f"billed message(s), template {template.template_code}.",
+            next_step="Show this plan (recipients, signature, full text, segments, warnings) to the user and ask "
+                      "them to confirm. Only after they explicitly confirm, call this tool again with exactly "
+                      "the same arguments plus confirm_token. If they want changes, prepare a new plan.",
         )
 
-    async def _confirm(self, token: str, args_hash: str) -> SendResult:
+    @staticmethod
+    def _wire_params(batch: bool, template: TemplateInfo, entries: list[tuple[Phone, str, dict[str, str]]],
+                     values: list[dict[str, str]], out_id: str) -> dict[str, str]:
+        if batch:
+            params = {
+                "PhoneNumberJson": json.dumps([p.wire for p, _, _ in entries], ensure_ascii=False),
+                "SignNameJson": json.dumps([s for _, s, _ in entries], ensure_ascii=False),
+                "TemplateCode": template.template_code, "OutId": out_id,
+            }
+            if template.variables:
+                params["TemplateParamJson"] = json.dumps(values, ensure_ascii=False)
+            return params
+        params = {"PhoneNumbers": ",".join(p.wire for p, _, _ in entries), "SignName": entries[0][1],
+                  "TemplateCode": template.template_code, "OutId": out_id}
+        if values[0]:
+            params["TemplateParam"] = json.dumps(values[0], ensure_ascii=False)
+        return params
+
+    # ----------------------------------------------------------------- sending: confirm
+    def pending_plan_for(self, token: str) -> Plan | None:
+        """The plan a token would confirm, if it is still waiting for confirmation (for the human prompt)."""
+        row = self.ledger.by_token(token)
+        if row is None or row.state != "prepared" or row.expires_at <= self.clock():
+            return None
+        return Plan.model_validate(row.plan)
+
+    def decline(self, token: str) -> SendResult:
+        """The human said no: the plan is cancelled for good; nothing is sent."""
+        row = self.ledger.by_token(token)
+        if row is None:
+            raise SmsError("sms_mcp.UNKNOWN_TOKEN", "This confirm_token is not valid; nothing was sent.",
+                           "Prepare a plan first.")
+        if self.ledger.cancel(row.plan_id):
+            self.audit.write("declined", row.plan_id)
+        return SendResult(
+            **self._served(), status="cancelled", plan_id=row.plan_id, plan=Plan.model_validate(row.plan),
+            message="The user declined the confirmation; the plan is cancelled and nothing was sent.",
+            next_step="Ask the user what they want instead; a new send needs a new plan.",
+        )
+
+    async def _confirm(self, token: str, args_hash: str, progress: Progress | None) -> SendResult:
         row = self.ledger.by_token(token)
         if row is None:
             raise SmsError("sms_mcp.UNKNOWN_TOKEN", "This confirm_token is not valid; nothing was sent.",
@@ -408,93 +391,154 @@ class SmsService:
                            "arguments; nothing was sent.",
                            "Confirm with exactly the arguments of the plan, or prepare a new plan for the new "
                            "arguments and show it to the user.")
-        if row.state != "prepared":
-            return await self._replay(row)
-        if row.expires_at <= self.clock():
-            raise SmsError("sms_mcp.TOKEN_EXPIRED",
-                           f"The token of plan {row.plan_id} expired; nothing was sent.",
-                           "Prepare the plan again (call without confirm_token), show it to the user and "
-                           "confirm with the new token.")
-        if not self.ledger.claim(row.plan_id):
-            fresh = self.ledger.get(row.plan_id)
-            assert fresh is not None
-            if fresh.state == "prepared":  # expired between the two checks
-                raise SmsError("sms_mcp.TOKEN_EXPIRED", f"The token of plan {row.plan_id} expired; nothing "
-                               "was sent.", "Prepare the plan again.")
-            return await self._replay(fresh)
-        return await self._send(row)
+        if row.state == "cancelled":
+            raise SmsError("sms_mcp.PLAN_CANCELLED", f"Plan {row.plan_id} was declined and cancelled; nothing "
+                           "was sent.", "Prepare a new plan if the user now wants to send.")
+        if row.state == "prepared":
+            if row.expires_at <= self.clock():
+                raise SmsError("sms_mcp.TOKEN_EXPIRED", f"The token of plan {row.plan_id} expired; nothing was "
+                               "sent.", "Prepare the plan again (call without confirm_token), show it to the user "
+                               "and confirm with the new token.")
+            # Time has passed since the plan was made: the operator's budgets are checked again.
+            self.policy.check_can_send()
+            plan = Plan.model_validate(row.plan)
+            chunks = self.ledger.chunks(row.plan_id)
+            self.policy.check_daily_budget(plan.recipient_count)
+            self.policy.check_flow_control(plan.template_code, plan.template_type,
+                                           [(r["number"], r["sign"]) for c in chunks for r in c.recipients])
+            if not self.ledger.claim(row.plan_id):
+                fresh = self.ledger.get(row.plan_id)
+                if fresh is not None and fresh.state == "prepared":
+                    raise SmsError("sms_mcp.TOKEN_EXPIRED", f"The token of plan {row.plan_id} expired; nothing "
+                                   "was sent.", "Prepare the plan again.")
+            else:
+                self.audit.write("confirmed", row.plan_id)
+        sent = await self._drive(row, progress)
+        return self._assemble(row.plan_id, replayed=sent == 0)
 
-    async def _replay(self, row: PlanRow) -> SendResult:
-        """Another confirmation of this plan already ran (or is running): report its outcome, send nothing."""
-        deadline = self.clock() + self.settings.read_timeout + 5.0
-        while row.state == "sending" and self.clock() < deadline:
-            await anyio.sleep(0.05)
-            fresh = self.ledger.get(row.plan_id)
-            assert fresh is not None
-            row = fresh
-        if row.result is not None:
-            return SendResult.model_validate({**row.result, "replayed": True, "confirm_token": None,
-                                              "expires_at": None})
-        return SendResult(
-            **self._served(), status="unknown", plan_id=row.plan_id, plan=Plan.model_validate(row.plan),
-            replayed=True,
-            message="Another confirmation of this plan is still in flight; this call sent nothing.",
-            next_step=f"Call query_details(plan_id='{row.plan_id}') shortly to see the outcome; do not "
-                      "prepare a new plan.",
-        )
+    async def _drive(self, row: PlanRow, progress: Progress | None) -> int:
+        """Send every chunk nobody has claimed yet, then wait for chunks other callers are sending.
 
-    async def _send(self, row: PlanRow) -> SendResult:
-        action, params = row.wire["action"], row.wire["params"]
+        Returns how many API calls this caller made. Several callers may drive one plan at once (a replayed
+        confirmation, a second server process): each chunk is still sent at most once."""
         plan = Plan.model_validate(row.plan)
-        base = {**self._served(), "plan_id": row.plan_id, "plan": plan}
+        stale_after = self.settings.read_timeout + self.settings.connect_timeout + 30.0
+        self.ledger.expire_orphans(row.plan_id, stale_after)
+        chunks = self.ledger.chunks(row.plan_id)
+        pending = [c for c in chunks if c.state == "pending"]
+        total = len(chunks)
+        done = total - len(pending)
+        made = 0
+        limiter = anyio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(chunk: ChunkRow) -> None:
+            nonlocal done, made
+            async with limiter:
+                if await self._send_chunk(row.plan_id, plan, chunk):
+                    made += 1
+                done += 1
+                if progress is not None:
+                    await progress(done, total, f"chunk {chunk.chunk_no}/{total} done")
+
+        if pending:
+            async with anyio.create_task_group() as tg:
+                for chunk in pending:
+                    tg.start_soon(one, chunk)
+        deadline = self.clock() + stale_after
+        while any(c.state == "sending" for c in self.ledger.chunks(row.plan_id)) and self.clock() < deadline:
+            await anyio.sleep(0.05)
+            self.ledger.expire_orphans(row.plan_id, stale_after)
+        return made
+
+    async def _send_chunk(self, plan_id: str, plan: Plan, chunk: ChunkRow) -> bool:
+        """One API call, at most once ever: intent first, then the call, then the outcome."""
+        await self.limiters[chunk.action].acquire()
+        history = [(r["number"], r["sign"], plan.template_code, plan.template_type) for r in chunk.recipients]
+        if not self.ledger.claim_chunk(plan_id, chunk.chunk_no, history):
+            return False  # another caller holds it
+        settle = self.ledger.settle_chunk
         try:
-            body = await self.transport.call(action, params)
+            body = await self.transport.call(chunk.action, chunk.params)
         except GatewayError as err:
             # 4xx: the gateway refused before the action ran. 5xx: it may have run.
-            meaning, step = errors.explain(err.code, err.message)
-            state = "unknown" if err.status >= 500 else "rejected"
-            result = self._failed(base, state, err.code, f"HTTP {err.status}: {meaning}", step, err.request_id)
+            meaning, _ = errors.explain(err.code, err.message)
+            settle(plan_id, chunk.chunk_no, "unknown" if err.status >= 500 else "rejected",
+                   request_id=err.request_id or None, error_code=err.code,
+                   error_message=f"HTTP {err.status}: {meaning}")
         except OutcomeUnknownError as err:
-            result = self._failed(base, "unknown", "sms_mcp.OUTCOME_UNKNOWN", f"No answer ({err.reason}).", "",
-                                  None)
+            settle(plan_id, chunk.chunk_no, "unknown", error_code="sms_mcp.OUTCOME_UNKNOWN",
+                   error_message=f"No answer from Alibaba Cloud ({err.reason}).")
         except BaseException:
-            # Cancelled (client timeout) or a bug: the request may be on the wire. Record before unwinding.
-            result = self._failed(base, "unknown", "sms_mcp.OUTCOME_UNKNOWN",
-                                  "The call was interrupted while sending.", "", None)
-            self.ledger.record(row.plan_id, "unknown", result.model_dump())
+            # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, then unwind.
+            settle(plan_id, chunk.chunk_no, "unknown", error_code="sms_mcp.OUTCOME_UNKNOWN",
+                   error_message="The call was interrupted while sending.")
+            self.audit.write("unknown", plan_id, chunk=chunk.chunk_no, reason="interrupted")
             raise
         else:
             if body.get("Code") == "OK":
-                result = SendResult(
-                    **base, status="accepted", biz_id=str(body.get("BizId") or ""),
-                    request_id=str(body.get("RequestId") or ""),
-                    message=f"Alibaba accepted the request for {plan.recipient_count} recipient(s). "
-                            + ACCEPTED_IS_NOT_DELIVERED,
-                    next_step=f"Wait 10-30 s, then call query_details(plan_id='{row.plan_id}') to see "
-                              "delivery receipts. Do not send again.",
-                )
+                settle(plan_id, chunk.chunk_no, "accepted", biz_id=str(body.get("BizId") or "") or None,
+                       request_id=str(body.get("RequestId") or "") or None)
             else:
                 code = str(body.get("Code") or "Unknown")
-                meaning, step = errors.explain(code, str(body.get("Message") or ""))
-                result = self._failed(base, "rejected", code, meaning, step, str(body.get("RequestId") or ""))
-        self.ledger.record(row.plan_id, result.status, result.model_dump())
-        log.info("plan %s: %s", row.plan_id, result.status)
-        return result
+                meaning, _ = errors.explain(code, str(body.get("Message") or ""))
+                settle(plan_id, chunk.chunk_no, "rejected", request_id=str(body.get("RequestId") or "") or None,
+                       error_code=code, error_message=meaning)
+        final = next(c for c in self.ledger.chunks(plan_id) if c.chunk_no == chunk.chunk_no)
+        self.audit.write(final.state, plan_id, chunk=chunk.chunk_no, recipients=len(chunk.recipients),
+                         biz_id=final.biz_id, code=final.error_code)
+        log.info("plan %s chunk %d: %s", plan_id, chunk.chunk_no, final.state)
+        return True
 
-    @staticmethod
-    def _failed(base: dict[str, Any], state: str, code: str, meaning: str, step: str,
-                request_id: str | None) -> SendResult:
-        plan_id = base["plan_id"]
-        if state == "rejected":
-            message = f"Alibaba rejected the request ({code}); nothing was sent."
+    def _assemble(self, plan_id: str, replayed: bool) -> SendResult:
+        """The plan's result, derived from its chunks' recorded outcomes."""
+        row = self.ledger.get(plan_id)
+        assert row is not None
+        plan = Plan.model_validate(row.plan)
+        chunks = self.ledger.chunks(plan_id)
+        outcomes = [ChunkOutcome(chunk_no=c.chunk_no, recipient_count=len(c.recipients), state=c.state,  # type: ignore[arg-type]
+                                 out_id=c.out_id, biz_id=c.biz_id, request_id=c.request_id, error_code=c.error_code,
+                                 error_message=c.error_message) for c in chunks]
+        states = {c.state for c in chunks}
+        count = {s: sum(len(c.recipients) for c in chunks if c.state == s) for s in states}
+        first_ok = next((c for c in chunks if c.state == "accepted"), None)
+        first_bad = next((c for c in chunks if c.state not in ("accepted", "pending")), None)
+        reconcile = f"query_details(plan_id='{plan_id}')"
+        if states & {"pending", "sending", "unknown"}:
+            status = "unknown"
+            message = (f"It is UNKNOWN whether {count.get('unknown', 0) + count.get('sending', 0)} recipient(s) "
+                       "were sent; nothing is resent automatically."
+                       + (f" {count['accepted']} recipient(s) were accepted." if "accepted" in count else ""))
+            next_step = (f"Do NOT prepare the same send again. Call {reconcile} to reconcile against Alibaba's "
+                         "records first; only a not_sent outcome allows a fresh plan.")
+        elif states == {"accepted"}:
+            status = "accepted"
+            message = (f"Alibaba accepted the request for {plan.recipient_count} recipient(s)"
+                       + (f" in {len(chunks)} requests" if len(chunks) > 1 else "") + ". " + ACCEPTED_IS_NOT_DELIVERED)
+            next_step = f"Wait 10-30 s, then call {reconcile} to see delivery receipts. Do not send again."
+        elif states == {"not_sent"}:
+            status = "not_sent"
+            message = "Reconciliation showed that nothing of this plan reached Alibaba; nothing was sent."
+            next_step = "With the user's consent, a fresh plan with the same arguments may now be prepared."
+        elif "accepted" not in states:
+            status = "rejected"
+            message = f"Alibaba rejected the request ({first_bad.error_code if first_bad else '?'}); nothing was sent."
+            step = errors.explain(first_bad.error_code or "")[1] if first_bad else ""
             next_step = step or "Fix the cause and prepare a new plan."
         else:
-            message = ("It is UNKNOWN whether Alibaba accepted this request; it may have been sent. "
-                       "It will not be resent automatically.")
-            next_step = (f"Do NOT prepare the same send again. Call query_details(plan_id='{plan_id}') to "
-                         "reconcile it against Alibaba's receipts first.")
-        return SendResult(**base, status=state, error_code=code, error_message=meaning,  # type: ignore[arg-type]
-                          request_id=request_id or None, message=message, next_step=next_step)
+            status = "partial"
+            refused = sum(v for s, v in count.items() if s != "accepted")
+            message = (f"Partly sent: {count['accepted']} recipient(s) accepted, {refused} not sent "
+                       f"({first_bad.error_code if first_bad else '?'}). See chunks.")
+            next_step = (f"Check {reconcile} for the accepted ones. To reach the others, fix the cause and prepare "
+                         "a new plan with only those numbers, with the user's consent.")
+        return SendResult(
+            **self._served(), status=status, plan_id=plan_id, plan=plan,  # type: ignore[arg-type]
+            biz_id=first_ok.biz_id if first_ok else None,
+            request_id=(first_ok or first_bad).request_id if (first_ok or first_bad) else None,
+            error_code=first_bad.error_code if first_bad else None,
+            error_message=first_bad.error_message if first_bad else None,
+            chunks=outcomes, replayed=replayed, message=message, next_step=next_step,
+        )
 
     # ----------------------------------------------------------------- receipts
     async def query_details(
@@ -555,39 +599,84 @@ class SmsService:
         return "All queried messages were delivered."
 
     async def _plan_details(self, plan_id: str) -> DeliveryReport:
+        """Receipts for every recipient of a plan, reconciling chunks whose outcome was unknown on the way."""
         row = self.ledger.get(plan_id)
         if row is None:
             raise SmsError("sms_mcp.UNKNOWN_PLAN", f"No plan {plan_id!r} in this server's ledger.",
                            "Use the plan_id returned by send_sms or send_batch_sms.")
-        if row.state in ("prepared", "rejected"):
-            raise SmsError("sms_mcp.PLAN_NOT_SENT", f"Plan {plan_id} was {row.state}: nothing was sent.",
-                           "There are no receipts for it." if row.state == "rejected" else
-                           "Confirm it first (with the user's consent) if it should be sent.")
-        result = row.result or {}
-        biz_id = result.get("biz_id") or None
-        out_id = row.plan.get("out_id")
+        if row.state in ("prepared", "cancelled"):
+            raise SmsError("sms_mcp.PLAN_NOT_SENT", f"Plan {plan_id} is {row.state}: nothing was sent.",
+                           "Confirm it first (with the user's consent) if it should be sent."
+                           if row.state == "prepared" else "There are no receipts for it.")
+        self.ledger.expire_orphans(plan_id, self.settings.read_timeout + self.settings.connect_timeout + 30.0)
+        chunks = [c for c in self.ledger.chunks(plan_id) if c.state in ("accepted", "unknown")]
         date = china_today(row.sent_at or row.created_at)
-        limiter = anyio.Semaphore(8)
-        found: dict[str, DeliveryRecord | None] = {}
+        limiter = anyio.Semaphore(SEND_CONCURRENCY)
+        found: dict[tuple[int, str], dict[str, Any] | None] = {}
 
-        async def one(number: str) -> None:
+        async def one(chunk: ChunkRow, number: str) -> None:
             async with limiter:
+                await self.limiters["QuerySendDetails"].acquire()
                 params = {"PhoneNumber": number, "SendDate": date, "PageSize": "50", "CurrentPage": "1"}
-                if biz_id:
-                    params["BizId"] = biz_id
+                if chunk.biz_id:
+                    params["BizId"] = chunk.biz_id
                 body = await self._read("QuerySendDetails", params)
-                matches = [d for d in self._details(body) if not out_id or d.get("OutId") in (out_id, None, "")]
-                found[number] = self._record(matches[0]) if matches else None
+                # The OutId ties a record to this chunk even when the BizId never reached us.
+                matches = [d for d in self._details(body) if d.get("OutId") == chunk.out_id]
+                found[(chunk.chunk_no, number)] = matches[0] if matches else None
 
         async with anyio.create_task_group() as tg:
-            for number in row.wire["recipients"]:
-                tg.start_soon(one, number)
-        records = [r if r else DeliveryRecord(phone_number=mask(n), status="pending", send_status=1)
-                   for n, r in ((n, found.get(n)) for n in row.wire["recipients"])]
+            for chunk in chunks:
+                for r in chunk.recipients:
+                    tg.start_soon(one, chunk, r["number"])
+
+        reconciled: list[Reconciliation] = []
+        now = self.clock()
+        for chunk in chunks:
+            if chunk.state != "unknown":
+                continue
+            hits = sum(found.get((chunk.chunk_no, r["number"])) is not None for r in chunk.recipients)
+            if hits:
+                self.ledger.settle_chunk(plan_id, chunk.chunk_no, "accepted", expect=("unknown",))
+                evidence = (f"Alibaba has records with OutId {chunk.out_id} for {hits} of "
+                            f"{len(chunk.recipients)} numbers.")
+                reconciled.append(Reconciliation(chunk_no=chunk.chunk_no, before="unknown", after="accepted",
+                                                 evidence=evidence))
+            elif now - (chunk.claimed_at or 0) >= self.settings.reconcile_grace_seconds:
+                self.ledger.settle_chunk(plan_id, chunk.chunk_no, "not_sent", expect=("unknown",),
+                                         error_code=chunk.error_code, error_message=chunk.error_message)
+                reconciled.append(Reconciliation(
+                    chunk_no=chunk.chunk_no, before="unknown", after="not_sent",
+                    evidence=f"No record with OutId {chunk.out_id} for any of its {len(chunk.recipients)} numbers "
+                             f"{int(now - (chunk.claimed_at or 0))} s after the attempt."))
+            else:
+                wait = self.settings.reconcile_grace_seconds - (now - (chunk.claimed_at or 0))
+                reconciled.append(Reconciliation(
+                    chunk_no=chunk.chunk_no, before="unknown", after="unknown",
+                    evidence=f"No record yet; too early to conclude. Query again in {max(1, int(wait))} s."))
+        for r in reconciled:
+            if r.after != r.before:
+                self.audit.write(f"reconciled_{r.after}", plan_id, chunk=r.chunk_no)
+        records: list[DeliveryRecord] = []
+        for chunk in self.ledger.chunks(plan_id):
+            if chunk.state not in ("accepted", "unknown"):
+                continue
+            for r in chunk.recipients:
+                detail = found.get((chunk.chunk_no, r["number"]))
+                records.append(self._record(detail) if detail else DeliveryRecord(
+                    phone_number=mask(r["number"]), status="pending", send_status=1))
+        result = self._assemble(plan_id, replayed=True)
+        if result.status == "not_sent":
+            next_step = result.next_step
+        elif result.status == "unknown":
+            next_step = ("The outcome is still unknown; query again shortly. Do not prepare the same send again "
+                         "before this reports not_sent or accepted.")
+        else:
+            next_step = self._details_next_step(records)
         return DeliveryReport(
-            **self._served(), plan_id=plan_id, biz_id=biz_id, send_date=date, total_count=len(records),
-            current_page=1, page_size=len(records), records=records, summary=self._summary(records),
-            next_step=self._details_next_step(records),
+            **self._served(), plan_id=plan_id, plan_status=result.status, reconciled=reconciled,
+            biz_id=result.biz_id, send_date=date, total_count=len(records), current_page=1,
+            page_size=len(records), records=records, summary=self._summary(records), next_step=next_step,
         )
 
     # ----------------------------------------------------------------- statistics

@@ -19,7 +19,8 @@ Fault kinds: ``delay_before`` / ``delay_after`` (``seconds`` before or after the
 ``x-acs-retry-after`` when ``seconds`` > 0), ``malformed`` (the core runs, the body is cut-off JSON),
 ``drop_before`` (the connection is closed before the core sees the request) and ``drop_after`` (closed after the
 core recorded it: the "did it send?" case). Each fault may target one ``action`` and a ``count`` (the next N
-matching requests; omitted = until cleared).
+matching requests; omitted = until cleared). Faults apply only to requests that passed signature verification,
+so a fault aimed at "the next SendSms" is never used up by a badly signed request.
 """
 
 from __future__ import annotations
@@ -571,6 +572,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sms-mcp emulator",
         description="Serve the Dysmsapi emulator over HTTP (signature-verifying; no real SMS is ever sent).",
+        epilog=f"Without --access-key-id the demo pair {DEMO_ACCESS_KEY_ID} / {DEMO_ACCESS_KEY_SECRET} is accepted. "
+        "Admin API (loopback clients only): GET/POST/DELETE /_emulator/faults, GET /_emulator/messages.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
@@ -608,7 +611,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inject a fault: KIND[,action=NAME][,count=N][,seconds=S]; KIND is one of " + ", ".join(FAULT_KINDS),
     )
-    parser.add_argument("--log-level", default="INFO", help="stderr log level (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="stderr log level (default INFO)",
+    )
     return parser
 
 
@@ -636,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
 
     logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from sms_mcp.emulator.core import EmulatorCore
 
@@ -665,8 +674,9 @@ async def _serve(app: EmulatorApp, sock: socket.socket) -> int:
 
     # uvicorn installs its own handlers while serving and afterwards re-raises the signals it caught with the
     # handlers it found. Installing ours first means that re-raise is harmless and TERM/INT end in exit code 0.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop)
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, stop)
 
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

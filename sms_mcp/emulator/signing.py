@@ -231,8 +231,12 @@ class NonceCache:
         self._lock = threading.Lock()
         self._next_prune = 0.0
 
-    def check_and_add(self, key_id: str, nonce: str) -> bool:
-        """True if the nonce is new (and remember it), False if it was used already."""
+    def check_and_add(self, key_id: str, nonce: str, stamp: float) -> bool:
+        """True if the nonce is new (and remember it), False if it was used already.
+
+        ``stamp`` is the request's signed timestamp: a replay must carry the same one, so the nonce only needs
+        remembering until that timestamp leaves the window.
+        """
         now = self._clock()
         with self._lock:
             if now >= self._next_prune:
@@ -242,8 +246,7 @@ class NonceCache:
             expiry = self._seen.get(key)
             if expiry is not None and expiry > now:
                 return False
-            # Twice the window: a request may be stamped up to `ttl` in the future or the past.
-            self._seen[key] = now + 2 * self._ttl
+            self._seen[key] = max(stamp + self._ttl, now) + 1.0
             return True
 
 
@@ -309,7 +312,8 @@ class RequestVerifier:
                 f"header(s) {', '.join(missing)} must be sent and signed.",
             )
         secret = self._secret(auth.credential)
-        self._check_time(_parse_timestamp(request.header("x-acs-date") or "", "x-acs-date"))
+        stamp = _parse_timestamp(request.header("x-acs-date") or "", "x-acs-date")
+        self._check_time(stamp)
 
         body_hash = sha256_hex(request.body)
         claimed = (request.header("x-acs-content-sha256") or "").strip().lower()
@@ -331,7 +335,7 @@ class RequestVerifier:
                 "SignatureDoesNotMatch",
                 f"Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}",
             )
-        self._check_nonce(auth.credential, request.header("x-acs-signature-nonce") or "")
+        self._check_nonce(auth.credential, request.header("x-acs-signature-nonce") or "", stamp)
         version = (request.header("x-acs-version") or "").strip()
         self._check_version(version)
         params = dict(query_pairs)
@@ -355,7 +359,8 @@ class RequestVerifier:
             raise GatewayError(400, "InvalidSignatureVersion", "Specified signature version is not valid; use 1.0.")
         key_id = params["AccessKeyId"]
         secret = self._secret(key_id)
-        self._check_time(_parse_timestamp(params["Timestamp"], "Timestamp"))
+        stamp = _parse_timestamp(params["Timestamp"], "Timestamp")
+        self._check_time(stamp)
         expected = v2_signature(secret, request.method, pairs)
         if not hmac.compare_digest(expected.encode(), params["Signature"].encode()):
             raise GatewayError(
@@ -364,7 +369,7 @@ class RequestVerifier:
                 "Specified signature is not matched with our calculation. server string to sign is:"
                 + v2_string_to_sign(request.method, pairs),
             )
-        self._check_nonce(key_id, params["SignatureNonce"])
+        self._check_nonce(key_id, params["SignatureNonce"], stamp)
         self._check_version(params.get("Version", ""))
         action = params.get("Action", "")
         if not action:
@@ -388,10 +393,10 @@ class RequestVerifier:
                 "Specified time stamp or date value is expired (more than 15 minutes from the server's clock).",
             )
 
-    def _check_nonce(self, key_id: str, nonce: str) -> None:
+    def _check_nonce(self, key_id: str, nonce: str, stamp: float) -> None:
         if not nonce:
             raise GatewayError(400, "MissingSignatureNonce", "SignatureNonce is mandatory for this request.")
-        if not self._nonces.check_and_add(key_id, nonce):
+        if not self._nonces.check_and_add(key_id, nonce, stamp):
             raise GatewayError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
 
     @staticmethod

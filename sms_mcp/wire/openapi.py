@@ -261,6 +261,9 @@ def translate_exception(exc: BaseException) -> GatewayError | OutcomeUnknownErro
         status = int(exc.status_code or 0)
         code = str(exc.code or body.get("Code") or "Unknown")
         message = str(body.get("Message") or body.get("message") or exc.message or "")
+        # SignatureDoesNotMatch carries the server's string-to-sign, i.e. every parameter (phone numbers, message
+        # variables): useless to an agent and unfit for logs. The raw body keeps it for debugging.
+        message = message.split(" server string to sign is:")[0].split("server string to sign is:")[0].rstrip()
         extra = {
             "request_id": str(body.get("RequestId") or ""),
             "host_id": str(body.get("HostId") or ""),

@@ -1,0 +1,87 @@
+"""Validation of what a send will carry, before anything is sent: template values and number scope.
+
+Template values are data. Alibaba refuses URLs in them (``isv.PARAM_NOT_SUPPORT_URL``) and so do we; text that
+reads like instructions to a model is not refused (it may be legitimate) but flagged in the plan, so the human
+who confirms sees it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sms_mcp.core.errors import SmsError
+from sms_mcp.core.models import TemplateInfo
+from sms_mcp.core.phones import Phone
+
+URL = re.compile(
+    r"(?i)(?:\b[a-z][a-z0-9+.-]*://\S+|\bwww\.\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|cn|net|org|io|top|xyz|cc|"
+    r"info|me|app|link|ly|co)(?:[/:?#]\S*)?\b)"
+)
+INSTRUCTION_LIKE = re.compile(
+    r"(?i)(ignore (?:all |the )?(?:previous|above|prior)|disregard (?:all |the )?(?:previous|above|prior)|"
+    r"system prompt|you are now|new instructions|act as|jailbreak|developer mode|confirm_token|"
+    r"忽略(?:之前|以上|上面)|无视(?:之前|以上)|系统提示|你现在是)"
+)
+MAX_VALUE_LENGTH = 35
+
+
+def check_params(template: TemplateInfo, attributes: dict[str, str], params: dict[str, str] | None) -> dict[str, str]:
+    """Exactly the template's variables, string values of 1-35 characters, no URLs, codes of 4-6 characters."""
+    params = dict(params or {})
+    missing = [v for v in template.variables if v not in params]
+    if missing:
+        raise SmsError("isv.TEMPLATE_MISSING_PARAMETERS",
+                       f"Template {template.template_code} needs a value for: "
+                       + ", ".join("${" + v + "}" for v in missing) + ".",
+                       "Ask the user for each missing value; never invent one.")
+    extra = [k for k in params if k not in template.variables]
+    if extra:
+        raise SmsError("isv.INVALID_JSON_PARAM",
+                       f"Template {template.template_code} has no variable(s) {', '.join(extra)}; its variables "
+                       f"are: {', '.join(template.variables) or 'none'}.",
+                       "Pass exactly the template's variables.")
+    for name, value in params.items():
+        if not isinstance(value, str):
+            raise SmsError("isv.INVALID_JSON_PARAM", f"The value of {name} must be a string.",
+                           "Pass every template value as a string, e.g. \"1234\".")
+        if not 1 <= len(value) <= MAX_VALUE_LENGTH:
+            raise SmsError("isv.PARAM_LENGTH_LIMIT",
+                           f"The value of {name} has {len(value)} characters; 1-{MAX_VALUE_LENGTH} are allowed.",
+                           "Ask the user for a shorter (non-empty) value.")
+        if URL.search(value):
+            raise SmsError("isv.PARAM_NOT_SUPPORT_URL", f"The value of {name} contains a URL.",
+                           "Template values may not carry links; links belong in an approved template's text.")
+        is_code = template.type == "verification" or (template.type == "international" and name == "code")
+        if is_code:
+            digits_only = attributes.get(name) == "numberCaptcha"
+            if not 4 <= len(value) <= 6 or (digits_only and not value.isdigit()):
+                raise SmsError("isv.TEMPLATE_PARAMS_ILLEGAL",
+                               f"The verification code {name} must be 4-6 " + ("digits." if digits_only
+                                                                                 else "characters."),
+                               "Ask the user for (or generate, if they say so) a valid code.")
+    return params
+
+
+def instruction_flags(params: dict[str, str]) -> list[str]:
+    """Values that read like instructions to a model: shown to the human as a warning, never obeyed."""
+    return [f"The value of {name} looks like an instruction ({match.group(0)!r}); it is sent as plain text. "
+            "Make sure the user really wants it." for name, value in params.items()
+            if (match := INSTRUCTION_LIKE.search(value))]
+
+
+def check_scope(template: TemplateInfo, phones: list[Phone]) -> None:
+    """International templates only to numbers outside mainland China, domestic ones only inside."""
+    if template.type == "international":
+        mainland = [p.masked for p in phones if p.domestic]
+        if mainland:
+            raise SmsError("isv.DOMESTIC_NUMBER_NOT_SUPPORTED",
+                           f"Template {template.template_code} is international; mainland China numbers "
+                           f"({', '.join(mainland[:5])}) cannot receive it.",
+                           "Use a domestic template for mainland numbers, or remove them.")
+    else:
+        foreign = [p.masked for p in phones if not p.domestic]
+        if foreign:
+            raise SmsError("isv.MOBILE_NUMBER_ILLEGAL",
+                           f"Template {template.template_code} is domestic; international numbers "
+                           f"({', '.join(foreign[:5])}) cannot receive it.",
+                           "Use an approved international template for numbers outside mainland China.")
