@@ -29,6 +29,43 @@ def _configure_logging(level: str) -> None:
 
 
 # --------------------------------------------------------------------------- serve
+class AbandonableStdin:
+    """Lines of stdin, read in a worker thread that is *abandoned* on cancellation.
+
+    The SDK's own stdin reader cannot be cancelled while it blocks in ``readline()``, so when anything else
+    ends the session (an error while serving, such as a client that closed our stdout) its task group waits
+    for the next stdin line before it unwinds, and no cleanup runs. Abandoning the read lets the session end
+    at once; the thread dies with the process."""
+
+    def __init__(self) -> None:
+        import io
+
+        # A private duplicate of fd 0: the SDK points fd 0 at /dev/null while serving.
+        self._file = io.TextIOWrapper(os.fdopen(os.dup(0), "rb", buffering=0), encoding="utf-8",
+                                      errors="replace")
+
+    def __aiter__(self) -> AbandonableStdin:
+        return self
+
+    async def __anext__(self) -> str:
+        import anyio
+
+        line = await anyio.to_thread.run_sync(self._file.readline, abandon_on_cancel=True)
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+
+async def serve_stdio(server: Any) -> None:
+    """``MCPServer.run_stdio_async`` with an abandonable stdin (stdout is still claimed by the SDK, so a stray
+    print cannot reach the wire). Uses the SDK's low-level server, the object ``run_stdio_async`` drives."""
+    from mcp.server.stdio import stdio_server
+
+    lowlevel = server._lowlevel_server  # mcp 2.x: no public hook to pass our own stdin
+    async with stdio_server(stdin=AbandonableStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
 def serve(settings: Settings) -> int:
     """Serve MCP over stdio until stdin closes, SIGTERM or SIGINT; the lifespan cleanup runs on every path.
 
@@ -36,7 +73,9 @@ def serve(settings: Settings) -> int:
     raise KeyboardInterrupt (which unwinds the lifespan), a second signal during shutdown is ignored (cleanup is
     already running), and the process leaves with os._exit so the blocked stdin thread cannot keep it alive.
     """
-    from sms_mcp.server import build_server
+    import anyio
+
+    from sms_mcp.server import build_server, close_transport
     from sms_mcp.wire.factory import make_transport, resolve_backend
 
     _configure_logging(settings.log_level)
@@ -68,7 +107,19 @@ def serve(settings: Settings) -> int:
         name, why = resolve_backend(settings)
         log.info("sms-mcp %s: backend %s (%s); data dir %s", __version__, name, why, settings.data_dir)
         transport = make_transport(settings, name)
-        build_server(settings, transport).run()
+        server = build_server(settings, transport, manage_transport=False)
+        started = transport
+
+        async def run() -> None:
+            # Start the backend before stdio is claimed: if it cannot start, we fail fast instead of waiting
+            # for stdin. The finally is the shutdown hook for every path (EOF, signal, error while serving).
+            await started.start()
+            try:
+                await serve_stdio(server)
+            finally:
+                await close_transport(started)
+
+        anyio.run(run)
     except KeyboardInterrupt:
         pass
     except BaseException as err:  # startup failure or an unhandled error while serving

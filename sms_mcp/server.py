@@ -4,19 +4,18 @@ Every tool delegates to :class:`sms_mcp.core.service.SmsService`; domain refusal
 ``ToolError`` so the model sees the Alibaba code, the cause and the next step.
 """
 
-from __future__ import annotations
-
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from sms_mcp import __version__
@@ -24,6 +23,7 @@ from sms_mcp.config import Settings
 from sms_mcp.core.errors import SmsError
 from sms_mcp.core.models import (
     DeliveryReport,
+    Plan,
     QualificationResult,
     SendResult,
     SignList,
@@ -99,13 +99,84 @@ async def _run(call: Awaitable[T]) -> T:
         raise ToolError(err.render()) from None
 
 
+async def close_transport(transport: Transport) -> None:
+    """Release a backend (for the aliyun CLI: AI-mode disable). Shielded, because on a signal this runs inside
+    a cancelled scope; bounded, because an MCP client waits about 2 s before it escalates to SIGKILL."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_SECONDS):
+        await transport.aclose()
+
+
+async def _async(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)
+
+
 def _service(ctx: Context) -> SmsService:
     state: AppState = ctx.request_context.lifespan_context
     return state.service
 
 
-def build_server(settings: Settings, transport: Transport | None = None) -> MCPServer:
-    """The MCP server. ``transport`` overrides the backend chosen from ``settings`` (tests, benchmarks)."""
+class HumanConfirmation(BaseModel):
+    """What the human is asked (form elicitation): flat and boolean, as the spec requires."""
+
+    send: bool = Field(description="Send these SMS now? They cost money and cannot be recalled.")
+
+
+def client_can_ask(ctx: Context) -> bool:
+    """Form elicitation support: ``{}`` means form mode; ``{"url": {}}`` alone means URL mode only."""
+    caps = ctx.client_capabilities
+    elicitation = caps.elicitation if caps is not None else None
+    if elicitation is None:
+        return False
+    return elicitation.form is not None or elicitation.url is None
+
+
+def confirmation_question(plan: Plan) -> str:
+    """Deterministic in the plan (it is pinned across the protocol's retry rounds)."""
+    sample = plan.previews[0]
+    more = f" and {plan.recipient_count - 1} more" if plan.recipient_count > 1 else ""
+    lines = [
+        f"sms-mcp asks: send {plan.recipient_count} SMS ({plan.total_segments} billed) with template "
+        f"{plan.template_code} and signature {', '.join(plan.sign_names)}?",
+        f"To {sample.phone_number}{more}: {sample.text}",
+    ]
+    lines.extend(f"Warning: {w}" for w in plan.warnings)
+    return "\n".join(lines)
+
+
+class RefuseUnknownArguments:
+    """Arguments a tool does not declare are refused, not silently dropped: nothing the model adds (say,
+    ``read_only: false``) can look as if it had an effect."""
+
+    def __init__(self, allowed: dict[str, frozenset[str]]) -> None:
+        self.allowed = allowed
+
+    async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        params = ctx.params if isinstance(ctx.params, Mapping) else None
+        if ctx.method == "tools/call" and params is not None:
+            name, arguments = params.get("name"), params.get("arguments") or {}
+            if name in self.allowed and isinstance(arguments, Mapping):
+                unknown = sorted(set(arguments) - self.allowed[name])
+                if unknown:
+                    text = (f"[sms_mcp.UNKNOWN_ARGUMENT] {name} has no argument(s) {', '.join(unknown)}; nothing "
+                            f"was done. Next step: use only {', '.join(sorted(self.allowed[name]))}. Policies "
+                            "(allow-list, read-only, limits) are server configuration and cannot be passed.")
+                    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+        return await call_next(ctx)
+
+
+def _public_arguments(fn: Callable[..., Any]) -> frozenset[str]:
+    hidden = {"ctx", "human"}
+    return frozenset(n for n in inspect.signature(fn).parameters if n not in hidden)
+
+
+def build_server(
+    settings: Settings, transport: Transport | None = None, *, manage_transport: bool = True
+) -> MCPServer:
+    """The MCP server. ``transport`` overrides the backend chosen from ``settings`` (tests, benchmarks).
+
+    With ``manage_transport`` (the default) the lifespan starts the backend and closes it on the way out;
+    ``sms-mcp serve`` passes False and does both itself, outside the stdio machinery, so that a backend that
+    cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close)."""
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
@@ -116,17 +187,16 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
             log.info("backend: %s (%s)", name, why)
             chosen = make_transport(settings, name)
         service: SmsService | None = None
-        await chosen.start()
+        if manage_transport:
+            await chosen.start()
         try:
             service = SmsService(settings, chosen)
             yield AppState(service)
         finally:
             # The shutdown hook: release the backend (for the aliyun CLI: AI-mode disable) on every exit.
-            # Shielded, because on a signal this runs inside a cancelled scope; bounded, because an MCP client
-            # waits about 2 s before it escalates to SIGKILL.
             try:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_SECONDS):
-                    await chosen.aclose()
+                if manage_transport:
+                    await close_transport(chosen)
             finally:
                 if service is not None:
                     service.ledger.close()
@@ -136,6 +206,50 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
         lifespan=lifespan, log_level=settings.log_level if settings.log_level in (
             "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",  # type: ignore[arg-type]
     )
+
+    async def ask_for_sms(
+        ctx: Context, phone_numbers: list[str], sign_name: str, template_code: str,
+        template_param: dict[str, str] | None = None, out_id: str | None = None, confirm_token: str | None = None,
+    ) -> HumanConfirmation | Elicit[HumanConfirmation]:
+        return _question(ctx, confirm_token, "send_sms", {
+            "phone_numbers": phone_numbers, "sign_name": sign_name, "template_code": template_code,
+            "template_param": template_param, "out_id": out_id})
+
+    async def ask_for_batch(
+        ctx: Context, recipients: list[BatchRecipient], template_code: str, out_id: str | None = None,
+        confirm_token: str | None = None,
+    ) -> HumanConfirmation | Elicit[HumanConfirmation]:
+        return _question(ctx, confirm_token, "send_batch_sms", {
+            "recipients": [r.model_dump() for r in recipients], "template_code": template_code, "out_id": out_id})
+
+    def _question(ctx: Context, token: str | None, tool: str, arguments: dict[str, Any],
+                  ) -> HumanConfirmation | Elicit[HumanConfirmation]:
+        """Ask the human only on a confirming call of a plan still waiting, when the mode and client allow."""
+        if not token or settings.confirm_mode == "token" or not client_can_ask(ctx):
+            return HumanConfirmation(send=True)
+        plan = _service(ctx).plan_awaiting(token, tool, arguments)
+        if plan is None:
+            return HumanConfirmation(send=True)
+        return Elicit(confirmation_question(plan), HumanConfirmation)
+
+    def _declined(ctx: Context, token: str | None, human: ElicitationResult[HumanConfirmation]) -> bool:
+        """True when the human said no. Raises when a human answer is required but cannot be asked for."""
+        if not token or settings.confirm_mode == "token":
+            return False
+        if not client_can_ask(ctx):
+            if settings.confirm_mode == "elicit":
+                raise ToolError("[sms_mcp.CONFIRMATION_UNAVAILABLE] SMS_MCP_CONFIRM_MODE=elicit requires a human "
+                                "answer, and this client cannot ask the user (no form elicitation); nothing was "
+                                "sent. Next step: use a client that supports elicitation, or ask the operator "
+                                "to set SMS_MCP_CONFIRM_MODE=auto or token.")
+            return False
+        return not (isinstance(human, AcceptedElicitation) and human.data.send)
+
+    def _progress(ctx: Context) -> Callable[[float, float, str], Awaitable[None]]:
+        async def report(done: float, total: float, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        return report
 
     @server.tool(title="List SMS signatures", annotations=READ_ONLY)
     async def list_signs(
@@ -170,8 +284,9 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
         ctx: Context,
         phone_numbers: Annotated[
             list[Annotated[str, Field(max_length=32)]],
-            Field(min_length=1, max_length=1000, description="Recipients, given by the user. Mainland China: "
-                  "11 digits (+86 optional); others: + and country code. Duplicates are removed."),
+            Field(min_length=1, max_length=settings.max_recipients,
+                  description="Recipients, given by the user. Mainland China: 11 digits (+86 optional); others: + "
+                  "and country code. Duplicates are removed. More than 1,000 are sent as several requests."),
         ],
         sign_name: Annotated[str, Field(min_length=1, max_length=100,
                                         description="An approved signature chosen by the user (list_signs).")],
@@ -181,6 +296,7 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
         template_param: TemplateParam = None,
         out_id: OutId = None,
         confirm_token: ConfirmToken = None,
+        human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_for_sms)] = None,  # type: ignore[assignment]
     ) -> SendResult:
         """Send one template to one or more numbers, in two steps.
 
@@ -189,29 +305,37 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
         explicit confirmation. Second call: the same arguments plus confirm_token sends, once; repeating it
         returns the recorded result (replayed) and sends nothing. "accepted" is not "delivered": use
         query_details(plan_id=...) afterwards."""
-        return await _run(_service(ctx).send_sms(phone_numbers, sign_name, template_code, template_param, out_id,
-                                                 confirm_token))
+        service = _service(ctx)
+        if _declined(ctx, confirm_token, human):
+            return await _run(_async(service.decline, confirm_token or ""))
+        return await _run(service.send_sms(phone_numbers, sign_name, template_code, template_param, out_id,
+                                           confirm_token, progress=_progress(ctx)))
 
     @server.tool(title="Send personalised batch SMS (two-step)", annotations=SEND)
     async def send_batch_sms(
         ctx: Context,
         recipients: Annotated[
             list[BatchRecipient],
-            Field(min_length=1, max_length=100, description="One object per recipient: phone_number, sign_name "
-                  "and that recipient's template_param values."),
+            Field(min_length=1, max_length=settings.max_recipients,
+                  description="One object per recipient: phone_number, sign_name and that recipient's "
+                  "template_param values. More than 100 are sent as several requests."),
         ],
         template_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$",
                                             description="One approved template for every recipient.")],
         out_id: OutId = None,
         confirm_token: ConfirmToken = None,
+        human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_for_batch)] = None,  # type: ignore[assignment]
     ) -> SendResult:
-        """Send one template to up to 100 recipients, each with its own signature and values, in two steps.
+        """Send one template to many recipients, each with its own signature and values, in two steps.
 
         Same protocol as send_sms: the first call returns a plan and a confirm_token and sends nothing; show the
         plan to the user, and only after explicit confirmation call again with the same arguments plus the
         token."""
-        return await _run(_service(ctx).send_batch_sms([r.model_dump() for r in recipients], template_code,
-                                                       out_id, confirm_token))
+        service = _service(ctx)
+        if _declined(ctx, confirm_token, human):
+            return await _run(_async(service.decline, confirm_token or ""))
+        return await _run(service.send_batch_sms([r.model_dump() for r in recipients], template_code, out_id,
+                                                 confirm_token, progress=_progress(ctx)))
 
     @server.tool(title="Query delivery receipts", annotations=READ_ONLY)
     async def query_details(
@@ -275,4 +399,8 @@ def build_server(settings: Settings, transport: Transport | None = None) -> MCPS
                                                       legal_person_name, status, work_order_id, use_by_self,
                                                       page_no, page_size))
 
+    server.middleware.append(RefuseUnknownArguments({
+        fn.__name__: _public_arguments(fn) for fn in (list_signs, list_templates, send_sms, send_batch_sms,
+                                                      query_details, query_statistics, qualification)
+    }))
     return server

@@ -44,43 +44,106 @@ PLUGIN_NAME = "aliyun-cli-dysmsapi"
 #: kebab command -> (Dysmsapi action, {flag: wire name}); aliyun-cli.md §3. Independent of the transport's own
 #: table on purpose: a mapping bug in either shows up as a refused flag.
 COMMANDS: dict[str, tuple[str, dict[str, str]]] = {
-    "send-sms": ("SendSms", {
-        "--phone-numbers": "PhoneNumbers", "--sign-name": "SignName", "--template-code": "TemplateCode",
-        "--template-param": "TemplateParam", "--sms-up-extend-code": "SmsUpExtendCode", "--out-id": "OutId"}),
-    "send-batch-sms": ("SendBatchSms", {
-        "--phone-number-json": "PhoneNumberJson", "--sign-name-json": "SignNameJson",
-        "--template-code": "TemplateCode", "--template-param-json": "TemplateParamJson",
-        "--sms-up-extend-code-json": "SmsUpExtendCodeJson", "--out-id": "OutId"}),
-    "query-send-details": ("QuerySendDetails", {
-        "--phone-number": "PhoneNumber", "--send-date": "SendDate", "--page-size": "PageSize",
-        "--current-page": "CurrentPage", "--biz-id": "BizId"}),
-    "query-send-statistics": ("QuerySendStatistics", {
-        "--is-globe": "IsGlobe", "--start-date": "StartDate", "--end-date": "EndDate",
-        "--page-index": "PageIndex", "--page-size": "PageSize", "--template-type": "TemplateType",
-        "--sign-name": "SignName", "--sku-code": "SkuCode"}),
+    "send-sms": (
+        "SendSms",
+        {
+            "--phone-numbers": "PhoneNumbers",
+            "--sign-name": "SignName",
+            "--template-code": "TemplateCode",
+            "--template-param": "TemplateParam",
+            "--sms-up-extend-code": "SmsUpExtendCode",
+            "--out-id": "OutId",
+        },
+    ),
+    "send-batch-sms": (
+        "SendBatchSms",
+        {
+            "--phone-number-json": "PhoneNumberJson",
+            "--sign-name-json": "SignNameJson",
+            "--template-code": "TemplateCode",
+            "--template-param-json": "TemplateParamJson",
+            "--sms-up-extend-code-json": "SmsUpExtendCodeJson",
+            "--out-id": "OutId",
+        },
+    ),
+    "query-send-details": (
+        "QuerySendDetails",
+        {
+            "--phone-number": "PhoneNumber",
+            "--send-date": "SendDate",
+            "--page-size": "PageSize",
+            "--current-page": "CurrentPage",
+            "--biz-id": "BizId",
+        },
+    ),
+    "query-send-statistics": (
+        "QuerySendStatistics",
+        {
+            "--is-globe": "IsGlobe",
+            "--start-date": "StartDate",
+            "--end-date": "EndDate",
+            "--page-index": "PageIndex",
+            "--page-size": "PageSize",
+            "--template-type": "TemplateType",
+            "--sign-name": "SignName",
+            "--sku-code": "SkuCode",
+        },
+    ),
     "query-sms-sign-list": ("QuerySmsSignList", {"--page-index": "PageIndex", "--page-size": "PageSize"}),
-    "query-sms-template-list": ("QuerySmsTemplateList", {
-        "--page-index": "PageIndex", "--page-size": "PageSize", "--sku-code": "SkuCode"}),
+    "query-sms-template-list": (
+        "QuerySmsTemplateList",
+        {"--page-index": "PageIndex", "--page-size": "PageSize", "--sku-code": "SkuCode"},
+    ),
     "get-sms-sign": ("GetSmsSign", {"--sign-name": "SignName"}),
     "get-sms-template": ("GetSmsTemplate", {"--template-code": "TemplateCode"}),
-    "query-sms-qualification-record": ("QuerySmsQualificationRecord", {
-        "--qualification-group-name": "QualificationGroupName", "--company-name": "CompanyName",
-        "--state": "State", "--work-order-id": "WorkOrderId", "--legal-person-name": "LegalPersonName",
-        "--use-by-self": "UseBySelf", "--page-no": "PageNo", "--page-size": "PageSize"}),
-    "query-single-sms-qualification": ("QuerySingleSmsQualification", {
-        "--qualification-group-id": "QualificationGroupId", "--order-id": "OrderId"}),
+    "query-sms-qualification-record": (
+        "QuerySmsQualificationRecord",
+        {
+            "--qualification-group-name": "QualificationGroupName",
+            "--company-name": "CompanyName",
+            "--state": "State",
+            "--work-order-id": "WorkOrderId",
+            "--legal-person-name": "LegalPersonName",
+            "--use-by-self": "UseBySelf",
+            "--page-no": "PageNo",
+            "--page-size": "PageSize",
+        },
+    ),
+    "query-single-sms-qualification": (
+        "QuerySingleSmsQualification",
+        {"--qualification-group-id": "QualificationGroupId", "--order-id": "OrderId"},
+    ),
 }
 
 #: Global flags a plugin command accepts (aliyun-cli.md §3 "Global flags"), with or without a value.
-GLOBAL_VALUE_FLAGS = {"--api-version", "--user-agent", "--read-timeout", "--connect-timeout", "--region",
-                      "--endpoint", "--profile", "--cli-query", "--log-level", "--config-path"}
-GLOBAL_BOOL_FLAGS = {"--cli-ai-mode", "--no-cli-ai-mode", "--quiet", "-q", "--cli-dry-run", "--insecure",
-                     "--pager", "--all-pages"}
+GLOBAL_VALUE_FLAGS = {
+    "--api-version",
+    "--user-agent",
+    "--read-timeout",
+    "--connect-timeout",
+    "--region",
+    "--endpoint",
+    "--profile",
+    "--cli-query",
+    "--log-level",
+    "--config-path",
+}
+GLOBAL_BOOL_FLAGS = {
+    "--cli-ai-mode",
+    "--no-cli-ai-mode",
+    "--quiet",
+    "-q",
+    "--cli-dry-run",
+    "--insecure",
+    "--pager",
+    "--all-pages",
+}
 
 RED, RESET = "\x1b[1;31m", "\x1b[0m"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
 
 def install(directory: Path) -> Path:
     """Write the ``aliyun`` launcher into ``directory`` and return its path."""
@@ -127,14 +190,19 @@ def setup(tmp_path: Path) -> Standin:
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     launcher = install(tmp_path / "bin")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "STANDIN_", "SMS_MCP_"))}
-    env.update({
-        "HOME": str(home),
-        "PATH": f"{launcher.parent}{os.pathsep}{env.get('PATH', '')}",
-        "STANDIN_LOG": str(tmp_path / "standin.log"),
-        "STANDIN_DB": str(tmp_path / "standin.sqlite3"),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "STANDIN_", "SMS_MCP_"))
+    }
+    env.update(
+        {
+            "HOME": str(home),
+            "PATH": f"{launcher.parent}{os.pathsep}{env.get('PATH', '')}",
+            "STANDIN_LOG": str(tmp_path / "standin.log"),
+            "STANDIN_DB": str(tmp_path / "standin.sqlite3"),
+        }
+    )
     return Standin(launcher, home, tmp_path / "standin.log", tmp_path / "standin.sqlite3", env)
 
 
@@ -217,6 +285,7 @@ def _write_json_file(path: Path, data: dict[str, Any], atomic: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------- commands
 
+
 def _ai_mode(args: list[str]) -> int:
     path = _aliyun_dir() / "ai-mode.json"
     try:
@@ -240,7 +309,8 @@ def _ai_mode(args: list[str]) -> int:
         }
         if state["enabled"]:
             shown["request_user_agent_suffix"] = (
-                f"AlibabaCloud-AIMode/enabled {state.get('user_agent') or 'AlibabaCloud-Agent-Skills'}")
+                f"AlibabaCloud-AIMode/enabled {state.get('user_agent') or 'AlibabaCloud-Agent-Skills'}"
+            )
         print(json.dumps(shown, indent="\t"))
         return 0
     if sub in ("enable", "disable"):
@@ -296,8 +366,10 @@ def _plugin(args: list[str]) -> int:
     if sub == "update":
         _maybe_hang("plugin-update")
         if "plugin-update" in _env_list("STANDIN_FAIL"):
-            return _err('failed to fetch plugin index: Get "https://aliyuncli.alicdn.com/plugins/'
-                        'plugin_pkg_index.json": dial tcp: lookup aliyuncli.alicdn.com: no such host')
+            return _err(
+                'failed to fetch plugin index: Get "https://aliyuncli.alicdn.com/plugins/'
+                'plugin_pkg_index.json": dial tcp: lookup aliyuncli.alicdn.com: no such host'
+            )
         print("All installed plugins are up to date.")
         return 0
     if sub == "list":
@@ -315,24 +387,47 @@ def _plugin(args: list[str]) -> int:
 def _gateway_error(status: int, code: str, message: str, request_id: str, recommend: str) -> int:
     if os.environ.get("STANDIN_ERROR_FORMAT") == "json":
         # CLI 3.5.x with AI mode: one compact JSON object on stderr, exit 2 (aliyun-cli.md §1.6).
-        sys.stderr.write(json.dumps({
-            "message": message, "error_code": code, "status_code": status, "request_id": request_id,
-            "recovery": {"action": "check_request", "hint": recommend},
-        }, ensure_ascii=False, separators=(",", ":")) + "\n")
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "message": message,
+                    "error_code": code,
+                    "status_code": status,
+                    "request_id": request_id,
+                    "recovery": {"action": "check_request", "hint": recommend},
+                },
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
         return 2
-    text = (f"SDK.ServerError\nErrorCode: {code}\nRecommend: {recommend}\nRequestId: {request_id}\n"
-            f"Message: {message}\nRespHeaders: map[Content-Type:[application/json;charset=utf-8] "
-            f"X-Acs-Request-Id:[{request_id}]]")
+    text = (
+        f"SDK.ServerError\nErrorCode: {code}\nRecommend: {recommend}\nRequestId: {request_id}\n"
+        f"Message: {message}\nRespHeaders: map[Content-Type:[application/json;charset=utf-8] "
+        f"X-Acs-Request-Id:[{request_id}]]"
+    )
     return _err(text, 1)
 
 
 def _usage_error(message: str) -> int:
     if os.environ.get("STANDIN_ERROR_FORMAT") == "json":
-        sys.stderr.write(json.dumps({
-            "ok": False, "category": "USAGE_ERROR", "code": "UNKNOWN_FLAG", "message": message,
-            "suggestions": [], "retryable": False, "requestId": "",
-            "recovery": {"action": "fix_command", "hint": "run: aliyun dysmsapi --help"},
-        }, separators=(",", ":")) + "\n")
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "ok": False,
+                    "category": "USAGE_ERROR",
+                    "code": "UNKNOWN_FLAG",
+                    "message": message,
+                    "suggestions": [],
+                    "retryable": False,
+                    "requestId": "",
+                    "recovery": {"action": "fix_command", "hint": "run: aliyun dysmsapi --help"},
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
         return 2
     return _err(message, 2)
 
@@ -382,8 +477,13 @@ def _dysmsapi(args: list[str]) -> int:
     injected = os.environ.get("STANDIN_GATEWAY_ERROR")
     if injected:
         status, _, code = injected.partition(":")
-        return _gateway_error(int(status), code, f"{code} (simulated)", request_id,
-                              f"https://api.aliyun.com/troubleshoot?q={code}&product=Dysmsapi")
+        return _gateway_error(
+            int(status),
+            code,
+            f"{code} (simulated)",
+            request_id,
+            f"https://api.aliyun.com/troubleshoot?q={code}&product=Dysmsapi",
+        )
 
     from sms_mcp.emulator.core import EmulatorCore
     from sms_mcp.wire.base import GatewayError

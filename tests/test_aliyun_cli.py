@@ -44,8 +44,11 @@ def assert_compliant(record: dict, command: str) -> None:
     argv = record["argv"]
     assert argv[:2] == ["dysmsapi", command]
     assert _pair(argv, "--api-version") == "2017-05-25"
-    assert _pair(argv, "--user-agent") == AGENT_USER_AGENT == (
-        "AlibabaCloud-Agent-Skills/alibabacloud-sms-send-short-message")
+    assert (
+        _pair(argv, "--user-agent")
+        == AGENT_USER_AGENT
+        == ("AlibabaCloud-Agent-Skills/alibabacloud-sms-send-short-message")
+    )
     assert _pair(argv, "--read-timeout") == "3"
     assert "--cli-ai-mode" in argv
     assert record["env"] == {"ALIBABA_CLOUD_CLI_AI_MODE": "1", "NO_COLOR": "1"}
@@ -55,17 +58,27 @@ def assert_compliant(record: dict, command: str) -> None:
 def _params() -> dict[str, dict[str, str]]:
     today = _today()
     return {
-        "SendSms": {"PhoneNumbers": "13800138000", "SignName": SIGN, "TemplateCode": "SMS_900000001",
-                    "TemplateParam": '{"code":"1234"}', "OutId": "order-1"},
+        "SendSms": {
+            "PhoneNumbers": "13800138000",
+            "SignName": SIGN,
+            "TemplateCode": "SMS_900000001",
+            "TemplateParam": '{"code":"1234"}',
+            "OutId": "order-1",
+        },
         "SendBatchSms": {
-            "PhoneNumberJson": '["13800138000","13900000001"]', "SignNameJson": json.dumps([SIGN, SIGN]),
+            "PhoneNumberJson": '["13800138000","13900000001"]',
+            "SignNameJson": json.dumps([SIGN, SIGN]),
             "TemplateCode": "SMS_900000002",
             "TemplateParamJson": json.dumps([{"name": "王女士", "order_no": "1", "date": "明天"}] * 2),
         },
-        "QuerySendDetails": {"PhoneNumber": "13800138000", "SendDate": today, "PageSize": "10",
-                             "CurrentPage": "1"},
-        "QuerySendStatistics": {"IsGlobe": "1", "StartDate": today, "EndDate": today, "PageIndex": "1",
-                                "PageSize": "10"},
+        "QuerySendDetails": {"PhoneNumber": "13800138000", "SendDate": today, "PageSize": "10", "CurrentPage": "1"},
+        "QuerySendStatistics": {
+            "IsGlobe": "1",
+            "StartDate": today,
+            "EndDate": today,
+            "PageIndex": "1",
+            "PageSize": "10",
+        },
         "QuerySmsSignList": {"PageIndex": "1", "PageSize": "10"},
         "QuerySmsTemplateList": {"PageIndex": "1", "PageSize": "10"},
         "GetSmsSign": {"SignName": SIGN},
@@ -77,6 +90,7 @@ def _params() -> dict[str, dict[str, str]]:
 
 # ------------------------------------------------------------------------------------------- the ten actions
 
+
 @pytest.mark.parametrize("action", list(_params()))
 async def test_each_action_through_the_cli(standin: Standin, action: str) -> None:
     params = _params()[action]
@@ -86,7 +100,8 @@ async def test_each_action_through_the_cli(standin: Standin, action: str) -> Non
     expected = EmulatorCore(None, receipt_delay=0).handle(action, params)
     volatile = {"RequestId", "BizId"}
     assert {k: v for k, v in body.items() if k not in volatile} == {
-        k: v for k, v in expected.items() if k not in volatile}
+        k: v for k, v in expected.items() if k not in volatile
+    }
     assert body["Code"] == "OK" and body["RequestId"]
 
     (record,) = standin.records()
@@ -111,9 +126,13 @@ async def test_send_reaches_the_emulator_with_kebab_flags(standin: Standin) -> N
 
 async def test_shell_metacharacters_travel_untouched(standin: Standin) -> None:
     # The skill's script rejects these (defect 4); with an argv and no shell they are just text.
-    name = "\"$(id)\"; `x` | & > < ! # * ? 张三"
-    params = {"PhoneNumbers": "13800138000", "SignName": SIGN, "TemplateCode": "SMS_900000002",
-              "TemplateParam": json.dumps({"name": name, "order_no": "A-1", "date": "d"}, ensure_ascii=False)}
+    name = '"$(id)"; `x` | & > < ! # * ? 张三'
+    params = {
+        "PhoneNumbers": "13800138000",
+        "SignName": SIGN,
+        "TemplateCode": "SMS_900000002",
+        "TemplateParam": json.dumps({"name": name, "order_no": "A-1", "date": "d"}, ensure_ascii=False),
+    }
     body = await _transport(standin).call("SendSms", params)
     assert body["Code"] == "OK"
     assert name in EmulatorCore(standin.db).messages()[0]["content"]
@@ -127,6 +146,7 @@ async def test_business_error_is_returned_not_raised(standin: Standin) -> None:
 
 
 # ------------------------------------------------------------------------------------------- argv choices
+
 
 async def test_region_profile_and_endpoint_flags(standin: Standin) -> None:
     # No aliyun profile: the CLI would fail with "region can't be empty", so the default region is passed.
@@ -144,15 +164,20 @@ async def test_region_profile_and_endpoint_flags(standin: Standin) -> None:
 
     # An explicit region and an endpoint given with a scheme (the CLI breaks on schemes: host:port only).
     argv = _transport(standin, region="cn-beijing", endpoint="https://127.0.0.1:8443/").build_argv(
-        "GetSmsSign", {"SignName": SIGN})
+        "GetSmsSign", {"SignName": SIGN}
+    )
     assert _pair(argv, "--region") == "cn-beijing"
     assert _pair(argv, "--endpoint") == "127.0.0.1:8443"
 
 
 def test_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ALIBABA_CLOUD_REGION_ID", raising=False)
-    env = {"SMS_MCP_ALIYUN_BIN": "/opt/aliyun", "SMS_MCP_ALIYUN_PROFILE": "p1", "SMS_MCP_READ_TIMEOUT": "2.5",
-           "SMS_MCP_ENDPOINT": "dysmsapi.aliyuncs.com"}
+    env = {
+        "SMS_MCP_ALIYUN_BIN": "/opt/aliyun",
+        "SMS_MCP_ALIYUN_PROFILE": "p1",
+        "SMS_MCP_READ_TIMEOUT": "2.5",
+        "SMS_MCP_ENDPOINT": "dysmsapi.aliyuncs.com",
+    }
     transport = AliyunCliTransport.from_settings(Settings.from_env(env))
     assert transport.name == "cli"
     argv = transport.build_argv("QuerySmsSignList", {})
@@ -177,6 +202,7 @@ def test_wire_names_that_would_be_transport_flags_are_refused() -> None:
 
 # ------------------------------------------------------------------------------------------- CLI errors
 
+
 async def test_gateway_error_text_format_with_ansi(standin: Standin) -> None:
     standin.env["STANDIN_FORCE_COLOR"] = "1"  # a CLI that colours stderr regardless of NO_COLOR
     with pytest.raises(GatewayError) as info:
@@ -188,14 +214,16 @@ async def test_gateway_error_text_format_with_ansi(standin: Standin) -> None:
     assert "\x1b" not in str(err) + err.message + err.recommend
 
 
-@pytest.mark.parametrize(("injected", "status", "retryable"), [
-    ("404:InvalidAccessKeyId.NotFound", 404, False),
-    ("503:ServiceUnavailable", 503, True),
-    ("400:Throttling.User", 400, True),
-])
+@pytest.mark.parametrize(
+    ("injected", "status", "retryable"),
+    [
+        ("404:InvalidAccessKeyId.NotFound", 404, False),
+        ("503:ServiceUnavailable", 503, True),
+        ("400:Throttling.User", 400, True),
+    ],
+)
 @pytest.mark.parametrize("fmt", ["text", "json"])
-async def test_gateway_error_status(standin: Standin, injected: str, status: int, retryable: bool,
-                                    fmt: str) -> None:
+async def test_gateway_error_status(standin: Standin, injected: str, status: int, retryable: bool, fmt: str) -> None:
     standin.env.update(STANDIN_GATEWAY_ERROR=injected, STANDIN_ERROR_FORMAT=fmt)
     with pytest.raises(GatewayError) as info:
         await _transport(standin).call("QuerySmsSignList", {})
@@ -303,28 +331,34 @@ async def test_concurrent_calls_overlap(standin: Standin) -> None:
 
 # ------------------------------------------------------------------------------------------- parsing units
 
+
 def test_parse_failure_text_variants() -> None:
-    text = (b"\x1b[1;31mERROR: SDK.ServerError\nErrorCode: SignatureDoesNotMatch\nRecommend: https://r\n"
-            b"RequestId: REQ-1\nMessage: Specified signature is not matched. string to sign is:\n"
-            b"POST&%2F&AccessKeyId%3DLTAI5tAbCdEfGh1234\nRespHeaders: map[X:[y]]\x1b[0m\n")
+    text = (
+        b"\x1b[1;31mERROR: SDK.ServerError\nErrorCode: SignatureDoesNotMatch\nRecommend: https://r\n"
+        b"RequestId: REQ-1\nMessage: Specified signature is not matched. string to sign is:\n"
+        b"POST&%2F&AccessKeyId%3DLTAI5tAbCdEfGh1234\nRespHeaders: map[X:[y]]\x1b[0m\n"
+    )
     err = parse_failure(1, b"", text)
     assert isinstance(err, GatewayError)
-    assert (err.status, err.code, err.request_id, err.recommend) == (400, "SignatureDoesNotMatch", "REQ-1",
-                                                                      "https://r")
+    assert (err.status, err.code, err.request_id, err.recommend) == (400, "SignatureDoesNotMatch", "REQ-1", "https://r")
     assert "string to sign is:" in err.message and "LTAI5tAbCdEfGh1234" not in err.message
     assert err.body["Code"] == "SignatureDoesNotMatch"
 
-    with_status = parse_failure(1, b"", b"ERROR: SDK.ServerError\nErrorCode: Forbidden.RAM\nStatusCode: 400\n"
-                                        b"RequestId: R\nMessage: no")
+    with_status = parse_failure(
+        1, b"", b"ERROR: SDK.ServerError\nErrorCode: Forbidden.RAM\nStatusCode: 400\nRequestId: R\nMessage: no"
+    )
     assert isinstance(with_status, GatewayError) and with_status.status == 400
 
 
-@pytest.mark.parametrize("stderr", [
-    b"ERROR: Post \"https://dysmsapi.aliyuncs.com/\": context deadline exceeded (Client.Timeout exceeded)",
-    b"ERROR: read tcp 10.0.0.2:5123->1.2.3.4:443: read: connection reset by peer",
-    b'{"ok":false,"category":"NETWORK_FAILURE","code":"NETWORK_FAILURE","message":"i/o timeout"}',
-    b"panic: runtime error: invalid memory address\ngoroutine 1 [running]:",
-])
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        b'ERROR: Post "https://dysmsapi.aliyuncs.com/": context deadline exceeded (Client.Timeout exceeded)',
+        b"ERROR: read tcp 10.0.0.2:5123->1.2.3.4:443: read: connection reset by peer",
+        b'{"ok":false,"category":"NETWORK_FAILURE","code":"NETWORK_FAILURE","message":"i/o timeout"}',
+        b"panic: runtime error: invalid memory address\ngoroutine 1 [running]:",
+    ],
+)
 def test_parse_failure_unknown_outcomes(stderr: bytes) -> None:
     assert isinstance(parse_failure(1, b"", stderr), OutcomeUnknownError)
 
@@ -336,14 +370,23 @@ def test_parse_failure_other_cases() -> None:
     usage = parse_failure(2, b"", b"ERROR: invalid value 'x' for flag --read-timeout")
     assert isinstance(usage, GatewayError) and usage.code == "CLI.UsageError"
     config = parse_failure(3, b"", b"ERROR: region can't be empty\nTip: run aliyun configure")
-    assert isinstance(config, GatewayError) and config.code == "CLI.ConfigError" and "REGION" in (
-        config.recommend.upper())
-    envelope = parse_failure(2, b"", b'Note: something\n{"message":"Specified api is not found",'
-                                     b'"error_code":"InvalidApi.NotFound","request_id":"R9",'
-                                     b'"recovery":{"action":"fix","hint":"check the action"}}\n')
+    assert (
+        isinstance(config, GatewayError) and config.code == "CLI.ConfigError" and "REGION" in (config.recommend.upper())
+    )
+    envelope = parse_failure(
+        2,
+        b"",
+        b'Note: something\n{"message":"Specified api is not found",'
+        b'"error_code":"InvalidApi.NotFound","request_id":"R9",'
+        b'"recovery":{"action":"fix","hint":"check the action"}}\n',
+    )
     assert isinstance(envelope, GatewayError)
     assert (envelope.status, envelope.code, envelope.request_id, envelope.recommend) == (
-        404, "InvalidApi.NotFound", "R9", "check the action")
+        404,
+        "InvalidApi.NotFound",
+        "R9",
+        "check the action",
+    )
     on_stdout = parse_failure(1, b'{"Code":"InternalError","Message":"m","HostId":"h","RequestId":"R"}', b"")
     assert isinstance(on_stdout, GatewayError) and on_stdout.status == 500 and on_stdout.retryable
 
@@ -366,7 +409,8 @@ async def test_start_and_aclose_follow_the_skill(standin: Standin) -> None:
     transport = _transport(standin)
     await transport.start()
     assert standin.ai_mode_text() == (
-        '{\n\t"enabled": true,\n\t"user_agent": "AlibabaCloud-Agent-Skills/alibabacloud-sms-send-short-message"\n}')
+        '{\n\t"enabled": true,\n\t"user_agent": "AlibabaCloud-Agent-Skills/alibabacloud-sms-send-short-message"\n}'
+    )
     config = json.loads((standin.home / ".aliyun" / "config.json").read_text())
     assert config["profiles"][0]["auto_plugin_install"] is True
     await transport.call("QuerySmsSignList", {})
@@ -500,9 +544,19 @@ async def test_other_process_disabling_does_not_change_our_calls(standin: Standi
 
 async def test_diagnose_reports_without_secrets(standin: Standin) -> None:
     secret = "VerySecretValue0123456789abcdef"
-    config = {"current": "default", "profiles": [{
-        "name": "default", "mode": "AK", "access_key_id": "LTAI5tAbCdEfGh1234", "access_key_secret": secret,
-        "region_id": "cn-hangzhou"}], "meta_path": ""}
+    config = {
+        "current": "default",
+        "profiles": [
+            {
+                "name": "default",
+                "mode": "AK",
+                "access_key_id": "LTAI5tAbCdEfGh1234",
+                "access_key_secret": secret,
+                "region_id": "cn-hangzhou",
+            }
+        ],
+        "meta_path": "",
+    }
     (standin.home / ".aliyun").mkdir()
     (standin.home / ".aliyun" / "config.json").write_text(json.dumps(config))
     report = await _transport(standin).diagnose()

@@ -8,11 +8,11 @@ knows the server is serving before it pulls the trigger, then checks that ``~/.a
 from __future__ import annotations
 
 import json
-import queue
+import os
+import select
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,18 +36,38 @@ class Server:
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sms_mcp", "serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=REPO_ROOT,
-            env={**standin.env, "SMS_MCP_BACKEND": "cli", "SMS_MCP_DATA_DIR": str(tmp_path / "data"),
-                 "SMS_MCP_ALIYUN_BIN": str(standin.bin), "SMS_MCP_LOG_LEVEL": "INFO", **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=REPO_ROOT,
+            env={
+                **standin.env,
+                "SMS_MCP_BACKEND": "cli",
+                "SMS_MCP_DATA_DIR": str(tmp_path / "data"),
+                "SMS_MCP_ALIYUN_BIN": str(standin.bin),
+                "SMS_MCP_LOG_LEVEL": "INFO",
+                **env,
+            },
         )
-        self.lines: queue.Queue[bytes] = queue.Queue()
-        assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        # Read in the calling thread with select(): no reader thread may hold stdout when a test closes it.
+        self._buffer = b""
 
-    def _read(self, stream: Any) -> None:
-        for line in iter(stream.readline, b""):
-            self.lines.put(line)
-        self.lines.put(b"")
+    def _next_line(self, deadline: float) -> bytes | None:
+        """One stdout line; b"" at EOF; None at the deadline."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return b""
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
 
     def send(self, message: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -57,9 +77,8 @@ class Server:
     def response(self, request_id: int, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
+            line = self._next_line(deadline)
+            if line is None:
                 raise AssertionError(f"no response to request {request_id}; stderr:\n{self.stderr()}") from None
             if not line:
                 raise AssertionError(f"stdout closed before response {request_id}; stderr:\n{self.stderr()}")
@@ -69,8 +88,18 @@ class Server:
 
     def handshake(self) -> list[str]:
         """initialize + initialized + tools/list; returns the tool names (the server is serving)."""
-        self.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+        self.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "test", "version": "0"},
+                },
+            }
+        )
         init = self.response(1)
         assert init["result"]["protocolVersion"] == "2025-11-25", init
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
@@ -82,10 +111,12 @@ class Server:
     def wait_exit(self) -> int:
         try:
             code = self.proc.wait(timeout=EXIT_WITHIN)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as timeout:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"sms-mcp serve did not exit within {EXIT_WITHIN}s; stderr:\n{self.stderr()}")
+            raise AssertionError(
+                f"sms-mcp serve did not exit within {EXIT_WITHIN}s; stderr:\n{self.stderr()}"
+            ) from timeout
         return code
 
     def stderr(self) -> str:
@@ -145,6 +176,14 @@ def _serving(standin: Standin, server: Server) -> None:
 def test_stdin_eof(standin: Standin, serve) -> None:  # type: ignore[no-untyped-def]
     server = serve()
     _serving(standin, server)
+    # One real tool call goes through the CLI, compliant, while serving.
+    server.send({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_signs", "arguments": {}}})
+    result = server.response(3)["result"]
+    assert not result.get("isError"), result
+    assert "速通科技" in json.dumps(result, ensure_ascii=False)
+    (call,) = [r for r in standin.records() if r["argv"][:1] == ["dysmsapi"]]
+    assert call["argv"][1] == "query-sms-sign-list" and "--cli-ai-mode" in call["argv"]
+    assert call["argv"][call["argv"].index("--user-agent") + 1] == AGENT_USER_AGENT
     assert server.proc.stdin is not None
     server.proc.stdin.close()
     assert server.wait_exit() == 0
@@ -175,22 +214,25 @@ def test_second_signal_during_shutdown(standin: Standin, serve) -> None:  # type
 
 
 def test_startup_failure_after_ai_mode_enabled(standin: Standin, serve) -> None:  # type: ignore[no-untyped-def]
+    # Keep stdin open and silent: the failure alone must end the process.
     server = serve(STANDIN_FAIL="set-user-agent")
-    # Keep stdin open: the failure alone must end the process.
     assert server.wait_exit() != 0
     assert [r["argv"][2] for r in standin.records() if r["argv"][:2] == ["configure", "ai-mode"]] == [
-        "enable", "set-user-agent", "disable"]
+        "enable",
+        "set-user-agent",
+        "disable",
+    ]
     assert standin.ai_mode()["enabled"] is False
     assert "set-user-agent" in server.stderr()
 
 
 def test_unhandled_error_while_serving(standin: Standin, serve) -> None:  # type: ignore[no-untyped-def]
     """The client stops reading (closes its end of our stdout) but keeps stdin open: the next response cannot
-    be written. No tool result can carry that error; the server must still clean up and exit."""
+    be written. No tool result can carry that error: it is unhandled by construction."""
     server = serve()
     _serving(standin, server)
     assert server.proc.stdout is not None
     server.proc.stdout.close()
     server.send({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
-    server.wait_exit()
+    assert server.wait_exit() != 0
     assert_cleaned_up(standin, server)

@@ -79,7 +79,8 @@ def test_sign_shapes_from_list_and_get() -> None:
                                                                  "AUDIT_STATE_NOT_PASS")
     got = sign_from_get({"SignName": "阿里云", "SignStatus": 1, "AuditInfo": {"RejectInfo": "无审核备注"}})
     assert (got.status, got.reason, got.raw_status) == ("approved", None, "1")
-    pending = sign_from_list({"SignName": "x", "AuditStatus": "AUDIT_STATE_INIT", "Reason": {"RejectInfo": "无审核备注"}})
+    pending = sign_from_list({"SignName": "x", "AuditStatus": "AUDIT_STATE_INIT",
+                              "Reason": {"RejectInfo": "无审核备注"}})
     assert pending.reason is None
 
 

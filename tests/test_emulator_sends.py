@@ -467,3 +467,30 @@ def test_numeric_wire_values_are_accepted_as_strings(emulator: EmulatorCore) -> 
     # Callers sometimes hand over non-str values; the wire is all strings, so they are stringified, not crashed on.
     body = emulator.handle("QuerySmsSignList", {"PageIndex": 1, "PageSize": 2})  # type: ignore[dict-item]
     assert body["Code"] == "OK" and len(body["SmsSignList"]) == 2
+
+
+def test_bare_us_number_is_international_for_an_international_template(emulator: EmulatorCore, clock) -> None:
+    # Alibaba's international form has no "+", so "14155552671" is also 11 digits starting with 1: the
+    # template type decides which reading applies.
+    assert send(emulator, "14155552671", **INTL)["Code"] == "OK"
+    body = emulator.handle(
+        "QuerySendStatistics",
+        {"IsGlobe": "2", "StartDate": "20250901", "EndDate": "20250901", "PageIndex": "1", "PageSize": "10"},
+    )
+    assert body["Data"]["TargetList"][0]["TotalCount"] == 1
+    assert emulator.messages()[0]["phone_number"] == "14155552671"
+
+
+def test_bare_11_digits_are_mainland_for_a_domestic_template(emulator: EmulatorCore) -> None:
+    assert send(emulator, "14155552671", **SHIP)["Code"] == "OK"
+    body = emulator.handle(
+        "QuerySendStatistics",
+        {"IsGlobe": "1", "StartDate": "20250901", "EndDate": "20250901", "PageIndex": "1", "PageSize": "10"},
+    )
+    assert body["Data"]["TargetList"][0]["TotalCount"] == 1
+
+
+def test_plus_prefixed_foreign_number_with_domestic_template(emulator: EmulatorCore) -> None:
+    body = send(emulator, "+14155552671", **SHIP)
+    assert_rejected(emulator, body, "isv.MOBILE_NUMBER_ILLEGAL")
+    assert "domestic templates cannot be sent to international numbers" in body["Message"]

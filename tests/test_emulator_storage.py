@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -101,6 +103,35 @@ def test_receipt_delay_is_per_message_not_per_reader(tmp_path: Path, clock) -> N
     finally:
         slow.close()
         fast.close()
+
+
+def test_another_process_sees_the_same_store(tmp_path: Path) -> None:
+    db = tmp_path / "sandbox.sqlite3"
+    script = (
+        "import json, sys\n"
+        "from sms_mcp.emulator.core import EmulatorCore\n"
+        "core = EmulatorCore(sys.argv[1], receipt_delay=0)\n"
+        "body = core.handle('SendSms', {'PhoneNumbers': '13900000002', 'SignName': '速通科技',\n"
+        "    'TemplateCode': 'SMS_900000002', 'TemplateParam': sys.argv[2]})\n"
+        "print(json.dumps(body))\n"
+        "core.close()\n"
+    )
+    here = EmulatorCore(db)  # open while the other process writes
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(db), SHIP_PARAM], capture_output=True, text=True, timeout=60, check=True
+        )
+        body = json.loads(done.stdout)
+        assert body["Code"] == "OK"
+        [msg] = here.messages()
+        assert (msg["biz_id"], msg["phone_number"], msg["send_status"], msg["err_code"]) == (
+            body["BizId"],
+            "13900000002",
+            2,
+            "MK:100D",
+        )
+    finally:
+        here.close()
 
 
 def test_close_is_idempotent_and_final(clock) -> None:

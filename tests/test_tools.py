@@ -136,7 +136,8 @@ async def test_first_call_sends_nothing_and_returns_a_plan(h: Harness) -> None:
     p = plan["plan"]
     assert p["recipient_count"] == 1 and p["domestic_count"] == 1 and p["total_segments"] == 1
     assert p["previews"][0]["phone_number"] == "139****5678"
-    assert p["previews"][0]["text"] == "【速通科技】尊敬的王女士，您的订单20261125001已发货，预计11月27日送达，请保持电话畅通。"
+    assert p["previews"][0]["text"] == ("【速通科技】尊敬的王女士，您的订单20261125001已发货，预计11月27日送达，"
+                                        "请保持电话畅通。")
     assert "13912345678" not in str(plan)  # masked everywhere in the result
     assert h.sent() == []
 

@@ -209,26 +209,25 @@ class SmsService:
         return template, attributes if isinstance(attributes, dict) else {}
 
     # ----------------------------------------------------------------- sending: prepare
-    async def send_sms(
-        self, phone_numbers: list[str], sign_name: str, template_code: str,
-        template_param: dict[str, str] | None = None, out_id: str | None = None,
-        confirm_token: str | None = None, progress: Progress | None = None,
-    ) -> SendResult:
+    @staticmethod
+    def _sms_entries(
+        phone_numbers: list[str], sign_name: str, template_code: str, template_param: dict[str, str] | None,
+        out_id: str | None,
+    ) -> tuple[dict[str, Any], list[tuple[Phone, str, dict[str, str]]], list[str]]:
+        """Normalised arguments (what a token is bound to), recipients and removed duplicates of send_sms."""
         phones, duplicates = parse_many(phone_numbers)
         if not phones:
             raise SmsError("isv.MOBILE_NUMBER_ILLEGAL", "No phone number given.", "Ask the user for the number.")
         params = dict(template_param or {})
         args = {"tool": "send_sms", "phones": [p.e164 for p in phones], "sign_name": sign_name,
                 "template_code": template_code, "template_param": params, "out_id": out_id}
-        if confirm_token:
-            return await self._confirm(confirm_token, _args_hash(args), progress)
-        return await self._prepare(args, template_code, [(p, sign_name, params) for p in phones], duplicates,
-                                   out_id)
+        return args, [(p, sign_name, params) for p in phones], duplicates
 
-    async def send_batch_sms(
-        self, recipients: list[dict[str, Any]], template_code: str, out_id: str | None = None,
-        confirm_token: str | None = None, progress: Progress | None = None,
-    ) -> SendResult:
+    @staticmethod
+    def _batch_entries(
+        recipients: list[dict[str, Any]], template_code: str, out_id: str | None,
+    ) -> tuple[dict[str, Any], list[tuple[Phone, str, dict[str, str]]], list[str]]:
+        """The same for send_batch_sms: duplicates (by normalised number) keep their first occurrence."""
         if not recipients:
             raise SmsError("isv.MOBILE_NUMBER_ILLEGAL", "No recipient given.", "Ask the user for the recipients.")
         entries: list[tuple[Phone, str, dict[str, str]]] = []
@@ -243,6 +242,24 @@ class SmsService:
             entries.append((phone, r["sign_name"], dict(r.get("template_param") or {})))
         args = {"tool": "send_batch_sms", "template_code": template_code, "out_id": out_id,
                 "recipients": [[p.e164, s, tp] for p, s, tp in entries]}
+        return args, entries, duplicates
+
+    async def send_sms(
+        self, phone_numbers: list[str], sign_name: str, template_code: str,
+        template_param: dict[str, str] | None = None, out_id: str | None = None,
+        confirm_token: str | None = None, progress: Progress | None = None,
+    ) -> SendResult:
+        args, entries, duplicates = self._sms_entries(phone_numbers, sign_name, template_code, template_param,
+                                                      out_id)
+        if confirm_token:
+            return await self._confirm(confirm_token, _args_hash(args), progress)
+        return await self._prepare(args, template_code, entries, duplicates, out_id)
+
+    async def send_batch_sms(
+        self, recipients: list[dict[str, Any]], template_code: str, out_id: str | None = None,
+        confirm_token: str | None = None, progress: Progress | None = None,
+    ) -> SendResult:
+        args, entries, duplicates = self._batch_entries(recipients, template_code, out_id)
         if confirm_token:
             return await self._confirm(confirm_token, _args_hash(args), progress)
         return await self._prepare(args, template_code, entries, duplicates, out_id)
@@ -358,10 +375,25 @@ class SmsService:
         return params
 
     # ----------------------------------------------------------------- sending: confirm
-    def pending_plan_for(self, token: str) -> Plan | None:
-        """The plan a token would confirm, if it is still waiting for confirmation (for the human prompt)."""
+    def plan_awaiting(self, token: str, tool: str, arguments: dict[str, Any]) -> Plan | None:
+        """The plan this exact confirmation would send, if it is still waiting (for the human prompt).
+
+        None when the token is unknown, used, expired or bound to other arguments: then no human is asked and
+        the confirmation itself refuses or replays."""
+        try:
+            if tool == "send_sms":
+                args = self._sms_entries(arguments["phone_numbers"], arguments["sign_name"],
+                                         arguments["template_code"], arguments.get("template_param"),
+                                         arguments.get("out_id"))[0]
+            else:
+                args = self._batch_entries(arguments["recipients"], arguments["template_code"],
+                                           arguments.get("out_id"))[0]
+        except (SmsError, KeyError, TypeError):
+            return None
         row = self.ledger.by_token(token)
-        if row is None or row.state != "prepared" or row.expires_at <= self.clock():
+        if row is None or row.args_hash != _args_hash(args) or row.state != "prepared":
+            return None
+        if row.expires_at <= self.clock():
             return None
         return Plan.model_validate(row.plan)
 

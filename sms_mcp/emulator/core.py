@@ -254,8 +254,7 @@ class EmulatorCore:
     def _open(self) -> None:
         # executescript() commits implicitly, so the schema is created outside the seeding transaction;
         # CREATE ... IF NOT EXISTS makes that safe when several processes open the same file at once.
-        assert self._conn is not None
-        self._conn.executescript(_SCHEMA)
+        self._connection().executescript(_SCHEMA)
         with self._write() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'seeded'").fetchone()
             if row is None:
@@ -470,10 +469,11 @@ class EmulatorCore:
                         f"签名和模板类型不一致：验证码签名 {sign['name']} 只能发送验证码模板",
                     )
             numbers: list[PhoneNumber] = []
-            for raw, _, _ in entries:
-                number = parse_number(raw) if isinstance(raw, str) else None
+            for position, (raw, _, _) in enumerate(entries, start=1):
+                number = parse_number(raw, international_first=outer_type == seed.INTERNATIONAL)
                 if number is None:
-                    raise _BusinessError("isv.MOBILE_NUMBER_ILLEGAL", f"非法手机号：{str(raw).strip()}")
+                    # The position, not the number: messages end up in logs, and numbers are personal data.
+                    raise _BusinessError("isv.MOBILE_NUMBER_ILLEGAL", f"非法手机号：第 {position} 个号码格式错误")
                 numbers.append(number)
             for number in numbers:
                 if outer_type == seed.INTERNATIONAL and not number.international:
@@ -569,7 +569,7 @@ class EmulatorCore:
         _require(p, "PhoneNumber", "SendDate", "PageSize", "CurrentPage")
         number = parse_number(p["PhoneNumber"])
         if number is None:
-            raise _BusinessError("isv.MOBILE_NUMBER_ILLEGAL", f"非法手机号：{p['PhoneNumber'].strip()}")
+            raise _BusinessError("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号：PhoneNumber 格式错误")
         day = _parse_yyyymmdd(p["SendDate"], "SendDate")
         now = self.now()
         if (_cst_date(now) - day).days > QUERY_LOOKBACK_DAYS:

@@ -22,8 +22,14 @@ class PhoneNumber:
     international: bool
 
 
-def parse_number(raw: str) -> PhoneNumber | None:
-    """Normalise one number, or None when the service would reject it as ``isv.MOBILE_NUMBER_ILLEGAL``."""
+def parse_number(raw: str, *, international_first: bool = False) -> PhoneNumber | None:
+    """Normalise one number, or None when the service would reject it as ``isv.MOBILE_NUMBER_ILLEGAL``.
+
+    Alibaba's documented international form has no ``+`` (``14155552671`` for the US), which collides with the
+    mainland form (11 digits starting with 1). The template decides: for an international template
+    (``international_first``) a valid foreign reading wins; otherwise bare 11 digits starting with 1 are
+    mainland, and a foreign reading wins only when the caller wrote an explicit ``+`` or ``00`` prefix.
+    """
     text = raw.strip()
     prefixed = text.startswith(("+", "00"))
     body = text[1:] if text.startswith("+") else text[2:] if text.startswith("00") else text
@@ -32,9 +38,7 @@ def parse_number(raw: str) -> PhoneNumber | None:
     if body.startswith("86") and _MAINLAND.fullmatch(body[2:]):
         return PhoneNumber(body[2:], False)
     if _MAINLAND.fullmatch(body):
-        # "+1xxxxxxxxxx" is both a documented mainland form and a NANP number: a valid NANP number wins only
-        # when the caller wrote an international prefix; bare 11 digits starting with 1 are always mainland.
-        if prefixed:
+        if prefixed or international_first:
             foreign = _international(body)
             if foreign is not None:
                 return foreign

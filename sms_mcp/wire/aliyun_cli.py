@@ -23,8 +23,8 @@ AI-mode lifecycle (the skill's sequence, done by the server instead of the agent
 
 * ``start()``: ``aliyun version`` must be >= 3.3.3; ``aliyun configure set --auto-plugin-install true``;
   ``aliyun plugin update`` (5 s, failure tolerated: it needs the network); the dysmsapi plugin must be listed by
-  ``aliyun plugin list``; then ``aliyun configure ai-mode enable`` and
-  ``aliyun configure ai-mode set-user-agent --user-agent AlibabaCloud-Agent-Skills/alibabacloud-sms-send-short-message``.
+  ``aliyun plugin list``; then ``aliyun configure ai-mode enable`` and ``aliyun configure ai-mode set-user-agent
+  --user-agent AlibabaCloud-Agent-Skills/alibabacloud-sms-send-short-message``.
   If anything fails after ``enable`` was attempted, ``start()`` disables AI mode again before raising.
 * ``aclose()`` (called by the server's lifespan on every exit path): ``aliyun configure ai-mode disable``,
   bounded to about 1 s (the child is killed past that), idempotent. ``disable_ai_mode_sync()`` does the same from
@@ -73,7 +73,7 @@ MIN_VERSION: tuple[int, int, int] = (3, 3, 3)
 INSTALL_URL = "https://github.com/aliyun/aliyun-cli#installation"
 INSTALL_HINT = (
     f"install aliyun CLI >= {'.'.join(map(str, MIN_VERSION))} ({INSTALL_URL}; macOS: `brew install aliyun-cli`; "
-    "Linux: `/bin/bash -c \"$(curl -fsSL https://aliyuncli.alicdn.com/install.sh)\"`)"
+    'Linux: `/bin/bash -c "$(curl -fsSL https://aliyuncli.alicdn.com/install.sh)"`)'
 )
 PLUGIN_INSTALL_COMMAND = "aliyun plugin install --names dysmsapi"
 DEFAULT_REGION = "cn-hangzhou"
@@ -303,13 +303,18 @@ class AliyunCliTransport:
             except OSError as exc:
                 # Nothing was sent: the binary could not even start.
                 raise GatewayError(
-                    400, "CLI.Unavailable",
+                    400,
+                    "CLI.Unavailable",
                     f"cannot run the aliyun CLI ({exc.strerror or exc}); check SMS_MCP_ALIYUN_BIN={self._bin!r}",
                     recommend=INSTALL_HINT,
                 ) from exc
         log.debug(
-            "aliyun dysmsapi %s %s -> rc=%s%s in %.2fs", argv[2], " ".join(a for a in argv[5:] if a[:2] == "--"),
-            result.returncode, " (timed out, killed)" if result.timed_out else "", time.monotonic() - started,
+            "aliyun dysmsapi %s %s -> rc=%s%s in %.2fs",
+            argv[2],
+            " ".join(a for a in argv[5:] if a[:2] == "--"),
+            result.returncode,
+            " (timed out, killed)" if result.timed_out else "",
+            time.monotonic() - started,
         )
         if result.timed_out:
             raise OutcomeUnknownError(
@@ -317,8 +322,7 @@ class AliyunCliTransport:
             )
         if result.returncode == 0:
             return parse_success(result.stdout)
-        raise parse_failure(result.returncode if result.returncode is not None else -9,
-                            result.stdout, result.stderr)
+        raise parse_failure(result.returncode if result.returncode is not None else -9, result.stdout, result.stderr)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -341,12 +345,15 @@ class AliyunCliTransport:
     async def start(self) -> None:
         env = self.child_env()
         self._path = self._resolve_bin(env)
-        version_text = (await self._admin_checked(["version"], self.version_timeout)).stdout.decode(
-            "utf-8", "replace").strip()
+        version_text = (
+            (await self._admin_checked(["version"], self.version_timeout)).stdout.decode("utf-8", "replace").strip()
+        )
         version = _parse_version(version_text)
         if version is None:
-            raise CliBackendError(f"`{self._path} version` printed {version_text[:80]!r}, not a version. "
-                                  f"Is SMS_MCP_ALIYUN_BIN the Alibaba Cloud CLI? {INSTALL_HINT}")
+            raise CliBackendError(
+                f"`{self._path} version` printed {version_text[:80]!r}, not a version. "
+                f"Is SMS_MCP_ALIYUN_BIN the Alibaba Cloud CLI? {INSTALL_HINT}"
+            )
         if version < MIN_VERSION:
             raise CliBackendError(
                 f"aliyun CLI {'.'.join(map(str, version))} at {self._path} is too old: AI mode needs "
@@ -355,23 +362,27 @@ class AliyunCliTransport:
         try:
             result = await self._admin(["configure", "set", "--auto-plugin-install", "true", *self._profile_args()])
             if not result.ok:
-                log.warning("aliyun configure set --auto-plugin-install true failed (exit %s): %s",
-                            result.returncode, result.stderr_text())
+                log.warning(
+                    "aliyun configure set --auto-plugin-install true failed (exit %s): %s",
+                    result.returncode,
+                    result.stderr_text(),
+                )
         except OSError as exc:
             log.warning("aliyun configure set --auto-plugin-install true: %s", exc)
         try:
             # Needs the network (aliyuncli.alicdn.com); an offline start must still work with the installed plugin.
             result = await self._admin(["plugin", "update"], self.plugin_update_timeout)
             if not result.ok:
-                log.info("aliyun plugin update skipped (%s): %s",
-                         "timed out" if result.timed_out else f"exit {result.returncode}", result.stderr_text(200))
+                log.info(
+                    "aliyun plugin update skipped (%s): %s",
+                    "timed out" if result.timed_out else f"exit {result.returncode}",
+                    result.stderr_text(200),
+                )
         except OSError as exc:
             log.info("aliyun plugin update skipped: %s", exc)
         listing = await self._admin_checked(["plugin", "list"])
         if not plugin_listed(listing.stdout.decode("utf-8", "replace")):
-            raise CliBackendError(
-                f"the aliyun CLI's dysmsapi plugin is not installed. Run: {PLUGIN_INSTALL_COMMAND}"
-            )
+            raise CliBackendError(f"the aliyun CLI's dysmsapi plugin is not installed. Run: {PLUGIN_INSTALL_COMMAND}")
         self._region_args = self._compute_region_args(env)
 
         with self._state_lock:
@@ -382,8 +393,9 @@ class AliyunCliTransport:
         except BaseException:
             await self.aclose()
             raise
-        log.info("aliyun CLI %s at %s, dysmsapi plugin present, AI mode enabled",
-                 ".".join(map(str, version)), self._path)
+        log.info(
+            "aliyun CLI %s at %s, dysmsapi plugin present, AI mode enabled", ".".join(map(str, version)), self._path
+        )
 
     def _take_disable(self) -> bool:
         with self._state_lock:
@@ -403,15 +415,20 @@ class AliyunCliTransport:
             try:
                 result = await run_cli(argv, env=self.child_env(), timeout=self.disable_timeout)
             except OSError as exc:
-                log.warning("could not run `aliyun configure ai-mode disable` (%s); AI mode may still be on in "
-                            "~/.aliyun/ai-mode.json: run that command yourself", exc)
+                log.warning(
+                    "could not run `aliyun configure ai-mode disable` (%s); AI mode may still be on in "
+                    "~/.aliyun/ai-mode.json: run that command yourself",
+                    exc,
+                )
                 return
             if result.ok:
                 log.info("aliyun AI mode disabled")
             else:
-                log.warning("`aliyun configure ai-mode disable` %s: %s; run it yourself",
-                            "timed out (killed)" if result.timed_out else f"failed (exit {result.returncode})",
-                            result.stderr_text(200))
+                log.warning(
+                    "`aliyun configure ai-mode disable` %s: %s; run it yourself",
+                    "timed out (killed)" if result.timed_out else f"failed (exit {result.returncode})",
+                    result.stderr_text(200),
+                )
 
     def disable_ai_mode_sync(self, timeout: float | None = None) -> None:
         """Last-resort synchronous disable (signal handler / atexit, no event loop). Idempotent with ``aclose``."""
@@ -420,8 +437,12 @@ class AliyunCliTransport:
         timeout = self.disable_timeout if timeout is None else timeout
         try:
             proc = subprocess.Popen(
-                self._disable_argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, env=self.child_env(), start_new_session=True,
+                self._disable_argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=self.child_env(),
+                start_new_session=True,
             )
         except OSError as exc:
             log.warning("could not run `aliyun configure ai-mode disable` (%s); run it yourself", exc)
@@ -434,8 +455,11 @@ class AliyunCliTransport:
             log.warning("`aliyun configure ai-mode disable` timed out after %gs (killed)", timeout)
             return
         if proc.returncode != 0:
-            log.warning("`aliyun configure ai-mode disable` failed (exit %s): %s", proc.returncode,
-                        mask_secrets(err.decode("utf-8", "replace").strip()[:200]))
+            log.warning(
+                "`aliyun configure ai-mode disable` failed (exit %s): %s",
+                proc.returncode,
+                mask_secrets(err.decode("utf-8", "replace").strip()[:200]),
+            )
 
     #: The name ``sms-mcp serve`` looks up for its last-resort synchronous cleanup.
     shutdown_sync = disable_ai_mode_sync
@@ -474,8 +498,7 @@ class AliyunCliTransport:
                 info["version"] = ".".join(map(str, version))
                 info["version_ok"] = version >= MIN_VERSION
                 if not info["version_ok"]:
-                    problems.append(f"aliyun CLI {info['version']} is older than {info['min_version']}: "
-                                    f"{INSTALL_HINT}")
+                    problems.append(f"aliyun CLI {info['version']} is older than {info['min_version']}: {INSTALL_HINT}")
             else:
                 problems.append(f"`aliyun version` gave no version: {result.stderr_text(200)}")
             result = await run_cli([*argv0, "plugin", "list"], env=env, timeout=self.admin_timeout)
@@ -512,8 +535,7 @@ def read_ai_mode_file(env: dict[str, str]) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         data = {}
-    return {"enabled": bool(data.get("enabled")), "user_agent": data.get("user_agent", ""),
-            "config_file": str(path)}
+    return {"enabled": bool(data.get("enabled")), "user_agent": data.get("user_agent", ""), "config_file": str(path)}
 
 
 def read_profile(env: dict[str, str], profile: str | None) -> dict[str, Any]:
@@ -533,10 +555,15 @@ def read_profile(env: dict[str, str], profile: str | None) -> dict[str, Any]:
         return info
     if not isinstance(config, dict):
         return info
-    name = profile or next(
-        (env[v] for v in ("ALIBABA_CLOUD_PROFILE", "ALIBABACLOUD_PROFILE", "ALICLOUD_PROFILE") if env.get(v)),
-        None,
-    ) or config.get("current") or "default"
+    name = (
+        profile
+        or next(
+            (env[v] for v in ("ALIBABA_CLOUD_PROFILE", "ALIBABACLOUD_PROFILE", "ALICLOUD_PROFILE") if env.get(v)),
+            None,
+        )
+        or config.get("current")
+        or "default"
+    )
     info["profile"] = name
     for entry in config.get("profiles") or []:
         if isinstance(entry, dict) and entry.get("name") == name:

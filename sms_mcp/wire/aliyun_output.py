@@ -48,11 +48,30 @@ PARAM_FLAGS: dict[str, str] = {
 }
 
 #: Flags the transport itself sets; a wire parameter must never smuggle one in (e.g. ``Profile``, ``Endpoint``).
-RESERVED_FLAGS = frozenset({
-    "--api-version", "--user-agent", "--read-timeout", "--region", "--profile", "--endpoint",
-    "--cli-ai-mode", "--no-cli-ai-mode", "--config-path", "--mode", "--access-key-id", "--access-key-secret",
-    "--sts-token", "--quiet", "--cli-query", "--cli-dry-run", "--dryrun", "--force", "--insecure", "--help",
-})
+RESERVED_FLAGS = frozenset(
+    {
+        "--api-version",
+        "--user-agent",
+        "--read-timeout",
+        "--region",
+        "--profile",
+        "--endpoint",
+        "--cli-ai-mode",
+        "--no-cli-ai-mode",
+        "--config-path",
+        "--mode",
+        "--access-key-id",
+        "--access-key-secret",
+        "--sts-token",
+        "--quiet",
+        "--cli-query",
+        "--cli-dry-run",
+        "--dryrun",
+        "--force",
+        "--insecure",
+        "--help",
+    }
+)
 
 _NAME_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _KEBAB_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -150,8 +169,7 @@ _UNKNOWN_PATTERNS = re.compile(
 )
 _UNKNOWN_CATEGORIES = {"NETWORK_FAILURE", "NETWORK_ERROR", "TIMEOUT", "INTERNAL_ERROR"}
 
-_TEXT_KEYS = ("ErrorCode", "Recommend", "RequestId", "Message", "StatusCode", "HttpStatus", "RespHeaders",
-              "HostId")
+_TEXT_KEYS = ("ErrorCode", "Recommend", "RequestId", "Message", "StatusCode", "HttpStatus", "RespHeaders", "HostId")
 
 
 def _snippet(data: bytes | str, limit: int = 500) -> str:
@@ -187,8 +205,12 @@ def _from_envelope(env: dict[str, Any], returncode: int) -> GatewayError | Outco
     if status is None:
         status = _STATUS_BY_CODE.get(code, 400)
     return GatewayError(
-        status=status, code=code, message=mask_secrets(message), request_id=request_id,
-        recommend=mask_secrets("; ".join(hints)), body=dict(env),
+        status=status,
+        code=code,
+        message=mask_secrets(message),
+        request_id=request_id,
+        recommend=mask_secrets("; ".join(hints)),
+        body=dict(env),
     )
 
 
@@ -207,8 +229,11 @@ def _from_server_error_text(text: str) -> GatewayError:
     code = fields.get("ErrorCode", "") or "SDK.ServerError"
     status = _status(fields.get("StatusCode") or fields.get("HttpStatus")) or _STATUS_BY_CODE.get(code, 400)
     error = GatewayError(
-        status=status, code=code, message=mask_secrets(fields.get("Message", "")),
-        request_id=fields.get("RequestId", ""), host_id=fields.get("HostId", ""),
+        status=status,
+        code=code,
+        message=mask_secrets(fields.get("Message", "")),
+        request_id=fields.get("RequestId", ""),
+        host_id=fields.get("HostId", ""),
         recommend=fields.get("Recommend", ""),
     )
     error.body = error.to_body()
@@ -232,9 +257,13 @@ def parse_failure(returncode: int, stdout: bytes, stderr: bytes) -> GatewayError
     if body and body.get("Code") and (body.get("HostId") or body.get("Recommend")):
         code = str(body["Code"])
         return GatewayError(
-            status=_status(body.get("StatusCode")) or _STATUS_BY_CODE.get(code, 400), code=code,
-            message=mask_secrets(str(body.get("Message", ""))), request_id=str(body.get("RequestId", "")),
-            host_id=str(body.get("HostId", "")), recommend=str(body.get("Recommend", "")), body=body,
+            status=_status(body.get("StatusCode")) or _STATUS_BY_CODE.get(code, 400),
+            code=code,
+            message=mask_secrets(str(body.get("Message", ""))),
+            request_id=str(body.get("RequestId", "")),
+            host_id=str(body.get("HostId", "")),
+            recommend=str(body.get("Recommend", "")),
+            body=body,
         )
     if _UNKNOWN_PATTERNS.search(err):
         return OutcomeUnknownError("cli_network", f"aliyun exit {returncode}: {_snippet(err)}")
