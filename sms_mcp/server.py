@@ -48,6 +48,23 @@ full text, billed segments) to the user and wait for their explicit confirmation
 with exactly the same arguments plus confirm_token. (6) "accepted" is not "delivered": check query_details
 (plan_id=...) 10-30 s later. Never repeat a send whose outcome is "unknown": reconcile it with query_details."""
 
+VERIFICATION_PROMPT = """\
+Send a verification code by SMS to {phone_number}, with sms-mcp, step by step:
+1. Call list_signs and list_templates. Show the user the approved signatures and the approved templates of type
+   "verification" and let them choose one of each; do not pick for them. A verification-only signature
+   (BusinessType 验证码类型) can send only verification templates.
+2. Ask the user for the code to send (4-6 characters; digits only when the template says so), or ask whether you
+   should generate a random one. Never reuse an example number or code.
+3. Call send_sms with phone_numbers=["{phone_number}"], the chosen sign_name and template_code, and
+   template_param={{"<the template's variable>": "<code>"}}, WITHOUT confirm_token. Nothing is sent yet.
+4. Show the user the plan: the masked number, the exact text, the billed segments and any warnings. Ask "Send it?"
+5. Only after the user explicitly says yes, call send_sms again with exactly the same arguments plus the
+   confirm_token from step 3. If they say no, stop.
+6. "accepted" is not "delivered": after 10-30 s call query_details(plan_id=...) and tell the user the outcome.
+   If the status is "unknown", never send again; reconcile with query_details(plan_id=...).
+   Verification codes are limited to 1 per minute, 5 per hour and 10 per day per number and signature.
+"""
+
 Page = Annotated[int, Field(ge=1, le=1000, description="Page number, from 1.")]
 StatusFilter = Literal["approved", "reviewing", "rejected", "cancelled", "all"]
 Date = Annotated[str, Field(pattern=r"^\d{8}$", description="yyyyMMdd (UTC+8), e.g. 20261125.")]
@@ -178,6 +195,14 @@ def build_server(
     ``sms-mcp serve`` passes False and does both itself, outside the stdio machinery, so that a backend that
     cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close)."""
 
+    # Static resources get no Context in the SDK, so they reach the running service through this list.
+    live: list[SmsService] = []
+
+    def _live_service() -> SmsService:
+        if not live:
+            raise ToolError("sms-mcp is not serving yet")
+        return live[-1]
+
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[AppState]:
         if transport is not None:
@@ -191,8 +216,11 @@ def build_server(
             await chosen.start()
         try:
             service = SmsService(settings, chosen)
+            live.append(service)
             yield AppState(service)
         finally:
+            if service in live:
+                live.remove(service)
             # The shutdown hook: release the backend (for the aliyun CLI: AI-mode disable) on every exit.
             try:
                 if manage_transport:
@@ -398,6 +426,25 @@ def build_server(
         return await _run(_service(ctx).qualification(group_id, qualification_name, company_name,
                                                       legal_person_name, status, work_order_id, use_by_self,
                                                       page_no, page_size))
+
+    @server.resource("sms://signs", name="approved_signs", title="Approved SMS signatures",
+                     description="The account's approved signatures (JSON), for clients that surface resources.",
+                     mime_type="application/json")
+    async def approved_signs() -> str:
+        return (await _run(_live_service().list_signs(1, 50, "approved"))).model_dump_json(indent=2)
+
+    @server.resource("sms://templates", name="approved_templates", title="Approved SMS templates",
+                     description="The account's approved templates with their ${variables} (JSON).",
+                     mime_type="application/json")
+    async def approved_templates() -> str:
+        return (await _run(_live_service().list_templates(1, 50, "approved"))).model_dump_json(indent=2)
+
+    @server.prompt(name="send_verification_code", title="Send a verification code by SMS")
+    def send_verification_code(
+        phone_number: Annotated[str, Field(description="The recipient's number, as the user gave it.")],
+    ) -> str:
+        """Walks an agent through sending a one-time verification code safely."""
+        return VERIFICATION_PROMPT.format(phone_number=phone_number)
 
     server.middleware.append(RefuseUnknownArguments({
         fn.__name__: _public_arguments(fn) for fn in (list_signs, list_templates, send_sms, send_batch_sms,
