@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from sms_mcp.emulator.core import EmulatorCore
+from sms_mcp.emulator.http import EmulatorServer
 
 #: 2025-09-01 10:00:30 in UTC+8: half-way through a minute, so "the next minute" is an explicit step.
 START = datetime(2025, 9, 1, 10, 0, 30, tzinfo=timezone(timedelta(hours=8))).timestamp()
@@ -37,3 +38,28 @@ def emulator(clock: FakeClock) -> Iterator[EmulatorCore]:
     core = EmulatorCore(None, receipt_delay=3.0, clock=clock)
     yield core
     core.close()
+
+
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to 127.0.0.1 only: no proxy may stand in between."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def emulator_server() -> Iterator[EmulatorServer]:
+    """The HTTP emulator on a free loopback port, one per test module (demo AccessKey, instant receipts)."""
+    with EmulatorServer(receipt_delay=0.0) as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
+    """The module's emulator with no fault left over from another test."""
+    emulator_server.faults.clear()
+    yield emulator_server
+    emulator_server.faults.clear()

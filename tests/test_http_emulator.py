@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -19,6 +18,7 @@ import pytest
 from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_credentials.models import Config as CredentialConfig
 from alibabacloud_tea_openapi.utils import Utils
+from conftest import PROXY_VARS
 from darabonba.request import DaraRequest
 
 from sms_mcp.config import Settings
@@ -34,27 +34,7 @@ from sms_mcp.emulator.signing import sha256_hex
 from sms_mcp.wire.base import GatewayError
 from sms_mcp.wire.openapi import OpenApiTransport
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorServer]:
-    with EmulatorServer(receipt_delay=0.0) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean_faults(emu: EmulatorServer) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 def http(

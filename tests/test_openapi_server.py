@@ -3,7 +3,7 @@ signing, HTTP) -> the signature-verifying HTTP emulator on 127.0.0.1."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,33 +18,12 @@ from sms_mcp.emulator.http import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, Em
 from sms_mcp.server import build_server
 from sms_mcp.wire.openapi import OpenApiTransport
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
-
 NOTIFY = {
     "phone_numbers": ["+86 138 0000 7001"],
     "sign_name": "速通科技",
     "template_code": "SMS_900000002",
     "template_param": {"name": "王女士", "order_no": "20261125001", "date": "11月27日"},
 }
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorServer]:
-    with EmulatorServer(receipt_delay=0.0) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean_faults(emu: EmulatorServer) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 @asynccontextmanager

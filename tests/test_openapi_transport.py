@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,27 +19,6 @@ from sms_mcp.wire.openapi import (
     explain_gateway_error,
     parse_endpoint,
 )
-
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorServer]:
-    with EmulatorServer(receipt_delay=0.0) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean_faults(emu: EmulatorServer) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 def transport(

@@ -87,6 +87,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "isv.DENY_IP_RANGE": ("Mainland SMS must be sent from a mainland source IP.", "Send from a mainland host."),
     "isv.CUSTOMER_REFUSED": ("The recipient unsubscribed from promotional SMS.", "Do not send promotions "
                              "to this number."),
+    # Ours: a chunk refused locally at send time (concurrent confirmations used up the operator's budget).
+    "sms_mcp.DAILY_LIMIT": ("The operator's daily message limit (SMS_MCP_DAILY_LIMIT, UTC+8 day) is used up; "
+                            "nothing was sent.", "Wait until tomorrow (UTC+8) or ask the operator to raise the "
+                            "limit."),
     "isv.INVALID_PARAMETERS": ("A parameter has the wrong format.", "Fix the parameter named in the message."),
     "isp.SYSTEM_ERROR": ("Alibaba Cloud had a system error.", "For a read, retry later. For a send, check the "
                          "receipt with query_details before preparing a new plan."),

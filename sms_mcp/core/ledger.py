@@ -251,15 +251,36 @@ class Ledger:
             rows = self._db.execute("SELECT * FROM chunks WHERE plan_id = ? ORDER BY chunk_no", (plan_id,))
             return [self._chunk(r) for r in rows.fetchall()]
 
-    def claim_chunk(self, plan_id: str, chunk_no: int, sends: list[tuple[str, str, str, str]]) -> bool:
+    def claim_chunk(
+        self, plan_id: str, chunk_no: int, sends: list[tuple[str, str, str, str]], *,
+        daily_limit: int | None = None, day_start: float = 0.0,
+    ) -> bool:
         """Write the intent: ``pending -> sending``, before the API call. True for exactly one caller.
 
         In the same transaction the chunk's messages ``(number, sign, template code, template type)`` are
-        counted against the flow-control and daily budgets: from here on they may reach a handset."""
+        counted against the flow-control and daily budgets: from here on they may reach a handset.
+
+        With ``daily_limit``, a chunk that would take today's sends (since ``day_start``) past it is not
+        claimed but ``rejected`` (``sms_mcp.DAILY_LIMIT``), decided in this same transaction: a check made
+        earlier (at confirmation) cannot see other confirmations that are concurrently between their check and
+        their claim, so without this two plans could both pass and exceed the limit."""
         now = self._clock()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if daily_limit is not None:
+                    used = int(self._db.execute("SELECT COUNT(*) FROM sends WHERE sent_at >= ?",
+                                                (day_start,)).fetchone()[0])
+                    if used + len(sends) > daily_limit:
+                        self._db.execute(
+                            "UPDATE chunks SET state = 'rejected', error_code = 'sms_mcp.DAILY_LIMIT', "
+                            "error_message = ?, updated_at = ? WHERE plan_id = ? AND chunk_no = ? "
+                            "AND state = 'pending'",
+                            (f"{len(sends)} message(s) would exceed the daily limit of {daily_limit} (UTC+8 day, "
+                             f"SMS_MCP_DAILY_LIMIT); {used} are used. Nothing was sent.", now, plan_id, chunk_no),
+                        )
+                        self._db.execute("COMMIT")
+                        return False
                 cur = self._db.execute(
                     "UPDATE chunks SET state = 'sending', owner = ?, claimed_at = ?, updated_at = ? "
                     "WHERE plan_id = ? AND chunk_no = ? AND state = 'pending'",

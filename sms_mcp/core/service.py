@@ -52,6 +52,7 @@ from sms_mcp.core.normalise import (
 )
 from sms_mcp.core.phones import Phone, mask, parse_many, parse_phone
 from sms_mcp.core.policy import Policy
+from sms_mcp.core.policy import _china_day_start as china_day_start
 from sms_mcp.core.render import MAX_MESSAGE_LENGTH, render
 from sms_mcp.core.throttle import Limiters
 from sms_mcp.core.validation import check_params, check_scope, instruction_flags
@@ -405,6 +406,14 @@ class SmsService:
                            "Prepare a plan first.")
         if self.ledger.cancel(row.plan_id):
             self.audit.write("declined", row.plan_id)
+        else:
+            fresh = self.ledger.get(row.plan_id)
+            if fresh is not None and fresh.state != "cancelled":
+                # Another confirmation of this plan sent it while this human was being asked: report what was
+                # recorded. Answering "cancelled, nothing was sent" here would be false.
+                result = self._assemble(row.plan_id, replayed=True)
+                return result.model_copy(update={"message": "The user declined, but another confirmation had "
+                                                 "already sent this plan. " + result.message})
         return SendResult(
             **self._served(), status="cancelled", plan_id=row.plan_id, plan=Plan.model_validate(row.plan),
             message="The user declined the confirmation; the plan is cancelled and nothing was sent.",
@@ -486,8 +495,12 @@ class SmsService:
         """One API call, at most once ever: intent first, then the call, then the outcome."""
         await self.limiters[chunk.action].acquire()
         history = [(r["number"], r["sign"], plan.template_code, plan.template_type) for r in chunk.recipients]
-        if not self.ledger.claim_chunk(plan_id, chunk.chunk_no, history):
-            return False  # another caller holds it
+        limit = self.settings.daily_limit
+        # The daily limit is enforced atomically with the claim (see Ledger.claim_chunk): concurrent
+        # confirmations of different plans could otherwise all pass the check made in _confirm.
+        if not self.ledger.claim_chunk(plan_id, chunk.chunk_no, history, daily_limit=limit,
+                                       day_start=china_day_start(self.clock()) if limit is not None else 0.0):
+            return False  # another caller holds it (or the daily limit refused it: the chunk is rejected)
         settle = self.ledger.settle_chunk
         try:
             body = await self.transport.call(chunk.action, chunk.params)
