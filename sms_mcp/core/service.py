@@ -253,7 +253,7 @@ class SmsService:
         args, entries, duplicates = self._sms_entries(phone_numbers, sign_name, template_code, template_param,
                                                       out_id)
         if confirm_token:
-            return await self._confirm(confirm_token, _args_hash(args), progress)
+            return await self._confirm(confirm_token, _args_hash(args), progress, [p for p, _, _ in entries])
         return await self._prepare(args, template_code, entries, duplicates, out_id)
 
     async def send_batch_sms(
@@ -262,7 +262,7 @@ class SmsService:
     ) -> SendResult:
         args, entries, duplicates = self._batch_entries(recipients, template_code, out_id)
         if confirm_token:
-            return await self._confirm(confirm_token, _args_hash(args), progress)
+            return await self._confirm(confirm_token, _args_hash(args), progress, [p for p, _, _ in entries])
         return await self._prepare(args, template_code, entries, duplicates, out_id)
 
     async def _prepare(
@@ -420,7 +420,8 @@ class SmsService:
             next_step="Ask the user what they want instead; a new send needs a new plan.",
         )
 
-    async def _confirm(self, token: str, args_hash: str, progress: Progress | None) -> SendResult:
+    async def _confirm(self, token: str, args_hash: str, progress: Progress | None,
+                       phones: list[Phone]) -> SendResult:
         row = self.ledger.by_token(token)
         if row is None:
             raise SmsError("sms_mcp.UNKNOWN_TOKEN", "This confirm_token is not valid; nothing was sent.",
@@ -443,6 +444,12 @@ class SmsService:
             # Time has passed since the plan was made: the operator's budgets are checked again.
             self.policy.check_can_send()
             plan = Plan.model_validate(row.plan)
+            # The operator may have tightened the configuration since the plan was made (a restart with a new
+            # allow-list, cap or promotional setting): as policy.py promises, those are checked again too.
+            # ``phones`` are the plan's own recipients (the arguments' hash matched).
+            self.policy.check_recipients(phones)
+            self.policy.check_template(TemplateInfo.model_construct(template_code=plan.template_code,
+                                                                    type=plan.template_type))
             chunks = self.ledger.chunks(row.plan_id)
             self.policy.check_daily_budget(plan.recipient_count)
             self.policy.check_flow_control(plan.template_code, plan.template_type,

@@ -663,14 +663,19 @@ class EmulatorCore:
 
     # ------------------------------------------------------------------ signatures and templates
 
-    def _query_sms_sign_list(self, p: dict[str, str]) -> WireBody:
+    def _list_page(self, p: dict[str, str], table: str) -> tuple[int, int, int, list[sqlite3.Row]]:
+        """PageIndex/PageSize paging (defaults 1 and 10, size 1-50) over the signs or templates table."""
         page = _int_param(p, "PageIndex", 1, low=1)
         page_size = _int_param(p, "PageSize", 10, low=1, high=50)
         conn = self._connection()
-        (total,) = conn.execute("SELECT COUNT(*) FROM signs").fetchone()
+        (total,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         rows = conn.execute(
-            "SELECT * FROM signs ORDER BY position LIMIT ? OFFSET ?", (page_size, _offset(page, page_size))
+            f"SELECT * FROM {table} ORDER BY position LIMIT ? OFFSET ?", (page_size, _offset(page, page_size))
         ).fetchall()
+        return page, page_size, total, rows
+
+    def _query_sms_sign_list(self, p: dict[str, str]) -> WireBody:
+        page, page_size, total, rows = self._list_page(p, "signs")
         signs = []
         for row in rows:
             signs.append(
@@ -698,13 +703,7 @@ class EmulatorCore:
         }
 
     def _query_sms_template_list(self, p: dict[str, str]) -> WireBody:
-        page = _int_param(p, "PageIndex", 1, low=1)
-        page_size = _int_param(p, "PageSize", 10, low=1, high=50)
-        conn = self._connection()
-        (total,) = conn.execute("SELECT COUNT(*) FROM templates").fetchone()
-        rows = conn.execute(
-            "SELECT * FROM templates ORDER BY position LIMIT ? OFFSET ?", (page_size, _offset(page, page_size))
-        ).fetchall()
+        page, page_size, total, rows = self._list_page(p, "templates")
         templates = []
         for row in rows:
             templates.append(
