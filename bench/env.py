@@ -19,13 +19,21 @@ _STRIPPED_PREFIXES = ("ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "SMS_MCP_"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
-def isolate_this_process() -> None:
-    """Only 127.0.0.1 may be reached: no proxy, no credentials from the caller, no ECS metadata lookups."""
+def isolate_this_process(pycache: Path | None = None) -> None:
+    """Only 127.0.0.1 may be reached: no proxy, no credentials from the caller, no ECS metadata lookups.
+
+    With ``pycache``, every child process keeps its bytecode there (``PYTHONPYCACHEPREFIX``) and may write it,
+    even when the caller set ``PYTHONDONTWRITEBYTECODE``: otherwise a module edited since its ``.pyc`` was
+    written is compiled again at every start, and the start-up figures measure the compiler. An installed
+    package has its bytecode compiled at install time; the warm-up starts fill this cache."""
     for name in list(os.environ):
         if name.startswith(_STRIPPED_PREFIXES) or name in PROXY_VARS:
             del os.environ[name]
     os.environ["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] = "true"
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    if pycache is not None:
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(pycache)
 
 
 def child_env(home: Path, **extra: str) -> dict[str, str]:

@@ -202,8 +202,22 @@ async def _emulator_measures(sizes: Sizes, tmp: Path, emu: EmulatorProcess) -> d
         await asyncio.gather(*(one(recipients[i:i + BATCH_CHUNK]) for i in range(0, count, BATCH_CHUNK)))
         return chunks
 
+    phones = numbers(sizes.prepare_numbers)
+
+    async def prepare_on_ledger() -> float:
+        """Median prepare of the send_sms plan on the ledger as it is now (a warm-up, then 5)."""
+        samples = []
+        for _ in range(6):
+            elapsed, plan = await _timed(lambda: service.send_sms(phones, SIGN, NOTIFY_TEMPLATE, NOTIFY_PARAM))
+            if plan.status != "pending_confirmation":
+                raise RuntimeError(f"prepare: {plan.status} {plan.message}")
+            samples.append(elapsed)
+        return sorted(samples[1:])[2]
+
     batch: dict[str, list[float]] = {"prepare": [], "confirm": [], "sdk": []}
+    busy: dict[str, float] = {}
     try:
+        busy["empty"] = await prepare_on_ledger()
         for rep in range(sizes.batch_reps):
             # A distinct out_id per repetition: each repetition is its own plan, as a user would make it.
             elapsed, plan = await _timed(lambda rep=rep: service.send_batch_sms(recipients, NOTIFY_TEMPLATE,
@@ -218,13 +232,17 @@ async def _emulator_measures(sizes: Sizes, tmp: Path, emu: EmulatorProcess) -> d
             batch["confirm"].append(elapsed)
             elapsed, _ = await _timed(sdk_batch)
             batch["sdk"].append(elapsed)
+        # The same prepare once the ledger holds the day's sends (the local flow-control pre-check reads them).
+        busy["sends"] = service.ledger.sends_since(time.time() - 86_400)
+        busy["busy"] = await prepare_on_ledger()
     finally:
         service.ledger.close()
 
     # -- 6: the CLI backend (a Python stand-in for `aliyun`) per call
     cli = await _cli_calls(sizes, tmp)
     await transport.aclose()
-    return {"read": read, "batch": batch, "batch_calls": chunks, "batch_recipients": count, "cli": cli}
+    return {"read": read, "batch": batch, "batch_calls": chunks, "batch_recipients": count, "cli": cli,
+            "busy": busy}
 
 
 async def _cli_calls(sizes: Sizes, tmp: Path) -> dict[str, Any]:

@@ -146,10 +146,14 @@ class StdioServer:
         line, _, self._buf = self._buf.partition(b"\n")
         return line
 
-    def _stderr_tail(self) -> str:
+    def stderr_text(self) -> str:
+        """Everything the server wrote to stderr so far (its logs; ``-X importtime`` output)."""
         try:
             self._stderr.flush()
             self._stderr.seek(0)
-            return self._stderr.read().decode("utf-8", "replace")[-1500:]
+            return self._stderr.read().decode("utf-8", "replace")
         except (OSError, ValueError):
             return "(stderr unavailable)"
+
+    def _stderr_tail(self) -> str:
+        return self.stderr_text()[-1500:]

@@ -101,7 +101,7 @@ class Policy:
         ``recipients`` are ``(wire number, sign name)``; the history is read once for the whole plan."""
         now = self.clock()
         history: dict[tuple[str, str], list[tuple[str, float]]] = {}
-        for number, sign, code, sent_at in self.ledger.recent_sends(now - DAY):
+        for number, sign, code, sent_at in self.ledger.recent_sends(now - DAY, [n for n, _ in recipients]):
             history.setdefault((number, sign), []).append((code, sent_at))
         if not history:
             return

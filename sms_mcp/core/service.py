@@ -535,7 +535,7 @@ class SmsService:
                 meaning, _ = errors.explain(code, str(body.get("Message") or ""))
                 settle(plan_id, chunk.chunk_no, "rejected", request_id=str(body.get("RequestId") or "") or None,
                        error_code=code, error_message=meaning)
-        final = next(c for c in self.ledger.chunks(plan_id) if c.chunk_no == chunk.chunk_no)
+        final = self.ledger.chunk(plan_id, chunk.chunk_no)
         self.audit.write(final.state, plan_id, chunk=chunk.chunk_no, recipients=len(chunk.recipients),
                          biz_id=final.biz_id, code=final.error_code)
         log.info("plan %s chunk %d: %s", plan_id, chunk.chunk_no, final.state)

@@ -13,9 +13,11 @@ from sms_mcp.core.errors import SmsError
 from sms_mcp.core.models import TemplateInfo
 from sms_mcp.core.phones import Phone
 
+# ASCII-only boundaries, not ``\b``: Python's ``\b`` sees CJK characters as word characters, so "详见bit.ly/x",
+# "详见http://…" or "请访问evil.top了解" (the natural way to write a link in Chinese) slipped through.
 URL = re.compile(
-    r"(?i)(?:\b[a-z][a-z0-9+.-]*://\S+|\bwww\.\S+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|cn|net|org|io|top|xyz|cc|"
-    r"info|me|app|link|ly|co)(?:[/:?#]\S*)?\b)"
+    r"(?i)(?<![a-z0-9])(?:[a-z][a-z0-9+.-]*://\S+|www\.\S+|[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|cn|net|org|io|top|"
+    r"xyz|cc|info|me|app|link|ly|co)(?:[/:?#]\S*)?(?![a-z0-9]))"
 )
 INSTRUCTION_LIKE = re.compile(
     r"(?i)(ignore (?:all |the )?(?:previous|above|prior)|disregard (?:all |the )?(?:previous|above|prior)|"

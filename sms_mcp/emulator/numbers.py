@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import phonenumbers
-
 _MAINLAND = re.compile(r"1[0-9]{10}")
 _DIGITS = re.compile(r"[0-9]{5,20}")
 
@@ -48,6 +46,8 @@ def parse_number(raw: str, *, international_first: bool = False) -> PhoneNumber 
 
 def _international(body: str) -> PhoneNumber | None:
     try:
+        import phonenumbers  # on first use: keeps it out of server start-up
+
         parsed = phonenumbers.parse("+" + body, None)
     except phonenumbers.NumberParseException:
         return None

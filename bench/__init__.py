@@ -1,0 +1,1 @@
+"""sms-mcp benchmark suite: ``python -m bench.run [--smoke] [--profile] [--out FILE]``."""

@@ -1,0 +1,243 @@
+"""``python -m bench.run [--smoke] [--profile] [--out BENCHMARKS.md] [--json FILE]``: the benchmark suite.
+
+Prints one table and writes it, with the machine, the package versions and the command to reproduce it, to a
+Markdown file (default ``BENCHMARKS.md`` in the repository for a full run; a smoke run writes only with --out).
+Every comparing figure is a ratio against a baseline measured in the same run. ``--smoke`` runs tiny sizes (a
+few seconds) so CI keeps the suite working; its figures mean nothing. ``--profile`` adds where the time and
+memory of the slow paths go (start-up imports and phases, the 1,000-number prepare, idle memory by package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import measures
+from bench.env import REPO_ROOT, isolate_this_process, machine, package_versions
+from bench.stats import median, percentile, ratio
+
+#: The row ids, in table order. tests/test_bench_smoke.py checks that every one is present.
+ROW_IDS = ("1", "2", "2b", "3", "4a", "4b", "4c", "4d", "4e", "5", "6")
+HEADER = ("#", "Measure", "sms-mcp", "Baseline", "Ratio", "Target", "Result")
+
+
+@dataclass
+class Row:
+    id: str
+    measure: str
+    ours: float  # in `unit`
+    unit: str
+    baseline: float | None
+    baseline_label: str
+    target: str
+    met: bool | None  # None: informational, or not applicable at this size
+    extra: str = ""  # appended to the sms-mcp cell
+
+    @property
+    def ratio(self) -> float | None:
+        return ratio(self.ours, self.baseline) if self.baseline is not None else None
+
+    def cells(self, smoke_na: bool) -> tuple[str, ...]:
+        ours = _fmt(self.ours, self.unit) + (f" ({self.extra})" if self.extra else "")
+        base = f"{_fmt(self.baseline, self.unit)} {self.baseline_label}" if self.baseline is not None else "—"
+        rat = f"{self.ratio:.2f}×" if self.ratio is not None else "—"
+        if self.target == "—":
+            result = "info"
+        elif smoke_na:
+            result = "n/a (smoke size)"
+        else:
+            result = "met" if self.met else "**MISSED**"
+        return (self.id, self.measure, ours, base, rat, self.target, result)
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
+    if unit == "s":
+        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "MB":
+        return f"{value:.1f} MB"
+    return f"{value:g} {unit}"
+
+
+def build_rows(sizes: measures.Sizes, start: dict[str, Any], read: dict[str, list[float]],
+               emu: dict[str, Any], prepare: dict[str, list[float]]) -> list[Row]:
+    ms = 1000.0
+    t_sms, t_bare = median(start["times"]["sms"]), median(start["times"]["bare"])
+    rss_sms, rss_bare = median(start["rss_kb"]["sms"]) / 1024, median(start["rss_kb"]["bare"]) / 1024
+    r50, r99 = percentile(read["sms"], 50) * ms, percentile(read["sms"], 99) * ms
+    e50, e99 = percentile(read["bare"], 50) * ms, percentile(read["bare"], 99) * ms
+    o_med, s_med = median(emu["read"]["ours"]) * ms, median(emu["read"]["sdk"]) * ms
+    p_svc, p_mcp = median(prepare["service"]) * ms, median(prepare["mcp"]) * ms
+    confirm, sdk_batch = median(emu["batch"]["confirm"]), median(emu["batch"]["sdk"])
+    calls = emu["batch_calls"]
+    cli = median(emu["cli"]["calls"]) * ms
+    n_num, n_rec = sizes.prepare_numbers, emu["batch_recipients"]
+    busy = emu["busy"]
+    return [
+        Row("1", f"stdio start → `tools/list` answered (median of {sizes.starts})", t_sms * ms, "ms", t_bare * ms,
+            "bare MCPServer, 1 tool", "≤ 1.10×", ratio(t_sms, t_bare) <= 1.10),
+        Row("2", f"`list_signs` over stdio, sandbox, p50 of {sizes.read_calls}", r50, "ms", e50,
+            "bare `echo` tool p50", "p50 ≤ 3 ms", r50 <= 3.0),
+        Row("2b", f"`list_signs` over stdio, sandbox, p99 of {sizes.read_calls}", r99, "ms", e99,
+            "bare `echo` tool p99", "—", None),
+        Row("3", f"openapi backend `QuerySmsSignList` per call vs bare SDK (median of {sizes.openapi_calls})",
+            o_med, "ms", s_med, "`query_sms_sign_list_with_options_async`", "≤ 1.2×", ratio(o_med, s_med) <= 1.2),
+        Row("4a", f"prepare `send_sms` to {n_num:,} numbers, `SmsService` (median of {sizes.prepare_reps})",
+            p_svc, "ms", None, "", "≤ 50 ms", p_svc <= 50),
+        Row("4b", f"prepare `send_sms` to {n_num:,} numbers, in-memory `mcp.Client` (median of "
+            f"{sizes.prepare_reps})", p_mcp, "ms", p_svc, "`SmsService` alone (4a)", "≤ 50 ms", p_mcp <= 50),
+        Row("4c", f"confirm `send_batch_sms`, {n_rec:,} personalised recipients = {calls} API calls, openapi → "
+            f"emulator (median of {sizes.batch_reps})", confirm, "s", sdk_batch,
+            f"bare SDK, same {calls} calls, {measures.SEND_CONCURRENCY} in flight", "≤ 1 s", confirm <= 1.0,
+            extra=f"{calls / confirm:.0f} API calls/s, {n_rec / confirm:,.0f} recipients/s"),
+        Row("4d", f"prepare of that {n_rec:,}-recipient batch, `SmsService`", median(emu["batch"]["prepare"]), "s",
+            None, "", "—", None),
+        Row("4e", f"prepare `send_sms` to {n_num:,} numbers, openapi → emulator, with {busy['sends']:,} sends of "
+            "the last 24 h in the ledger (median of 5)", busy["busy"] * ms, "ms", busy["empty"] * ms,
+            "same prepare, empty ledger", "≤ 50 ms", busy["busy"] * ms <= 50),
+        Row("5", f"idle RSS after start, serving, after `tools/list` (median of {sizes.starts})", rss_sms, "MB",
+            rss_bare, "bare MCPServer, 1 tool", "≤ 1.2×", ratio(rss_sms, rss_bare) <= 1.2),
+        Row("6", f"cli backend per call, **Python stand-in** for `aliyun` (upper bound of spawn + interpreter; "
+            f"median of {sizes.cli_calls})", cli, "ms", o_med, "openapi backend per call (3)", "—", None),
+    ]
+
+
+SIZE_BOUND = {"4a", "4b", "4c", "4e"}  # targets stated for the full sizes only
+
+
+def table(rows: list[Row], smoke: bool) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(row.cells(smoke and row.id in SIZE_BOUND)) + " |")
+    return "\n".join(lines)
+
+
+NOTES = """\
+How it is measured:
+
+- **1, 5** — each server is spawned as a subprocess with the same environment (sandbox backend, `HOME` and
+  data dir in a temporary directory, no credentials); the client writes `initialize` (protocol 2025-11-25),
+  `notifications/initialized` and `tools/list` as raw JSON-RPC lines on stdin and the clock stops when the
+  `tools/list` response line arrives. Runs alternate sms-mcp / baseline, after one untimed warm-up start each
+  (page cache warm, data dir created: a host restarting the server). RSS is `VmRSS` from `/proc/PID/status`
+  after {idle} s idle. The baseline is `bench/bare_server.py`: `MCPServer` with one tool, `server.run()`.
+- **2** — one server session, 20 untimed calls, then sequential `tools/call` round trips over the pipes.
+- **3, 4c** — the HTTP emulator (`sms-mcp emulator`, signature-verifying) runs as a separate process on
+  127.0.0.1, so it does not share the measured client's interpreter lock. Calls alternate ours / SDK after 5
+  warm-ups each. The SDK baseline is Alibaba's `alibabacloud_dysmsapi20170525` client with an AccessKey config,
+  as its documentation shows; ours is `OpenApiTransport.call` (generic `call_api_async`, explicit credential).
+- **4c** — `SmsService.send_batch_sms` confirm: ledger claims, 100-recipient `SendBatchSms` requests, 8 in
+  flight (`SEND_CONCURRENCY`), outcome recording. The baseline sends the same chunks with the bare SDK and the
+  same concurrency, without any ledger: the ratio is sms-mcp's cost on top of the emulator's.
+- **4a/4b** — in-process on the sandbox backend (SQLite ledger and emulator in a temporary directory), two
+  untimed warm-ups; 4b goes through `mcp.Client(server)` in memory (argument validation, result serialisation).
+- **4e** — the 4a prepare, on the openapi backend (so `GetSmsSign`/`GetSmsTemplate` are HTTP round trips),
+  once on an empty ledger and once after the 4c repetitions recorded their sends: the local flow-control
+  pre-check reads every send of the last 24 h, so this grows with the day's volume.
+- **6** — `AliyunCliTransport` running `tests/aliyun_standin.py` (a Python stand-in for the real Go binary that
+  answers from the emulator core): each call pays a process spawn, a Python interpreter start and an SQLite
+  open, so the figure is an upper bound of what the real `aliyun` costs to spawn, not a measure of it.
+- Percentiles are nearest-rank. Ratios are sms-mcp ÷ baseline; "met" compares against the target column.
+  On a small shared VM the absolute figures move by several percent from run to run (start-up ratios by about
+  ±0.03); the ratios, measured side by side, are the figures to compare across machines.
+- Child processes keep their bytecode in a temporary `PYTHONPYCACHEPREFIX` (filled by the warm-up starts), so
+  a stale `.pyc` or `PYTHONDONTWRITEBYTECODE` in the caller's environment cannot turn start-up into a
+  measurement of the compiler.
+"""
+
+
+def render(rows: list[Row], smoke: bool, command: str, elapsed: float, sizes: measures.Sizes,
+           profile: str | None) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `bench/run.py` on {now} in {elapsed:.0f} s"
+        + (" — **smoke run: tiny sizes, the figures mean nothing**." if smoke else "."),
+        "",
+        "Reproduce (from the repository root, with the project installed, e.g. `pip install -e '.[test]'`):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "## Results",
+        "",
+        table(rows, smoke),
+        "",
+        NOTES.format(idle=sizes.idle_seconds),
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in machine().items()),
+        "",
+        "## Packages",
+        "",
+        "| package | version |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in package_versions().items()),
+        "",
+    ]
+    if profile:
+        parts += ["## Profile", "", profile.rstrip(), ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI (figures are meaningless)")
+    parser.add_argument("--profile", action="store_true", help="add the profile of the slow paths")
+    parser.add_argument("--out", type=Path, help="Markdown file to write (default: BENCHMARKS.md, full runs only)")
+    parser.add_argument("--json", type=Path, help="also write the raw samples and rows as JSON")
+    args = parser.parse_args(argv)
+    sizes = measures.SMOKE if args.smoke else measures.FULL
+    out = args.out or (None if args.smoke else REPO_ROOT / "BENCHMARKS.md")
+    command = shlex.join(["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sms-mcp-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        isolate_this_process(pycache=tmp / "pycache")
+        steps = (("start", measures.measure_start), ("read", measures.measure_read),
+                 ("emulator", measures.measure_emulator), ("prepare", measures.measure_prepare))
+        raw: dict[str, Any] = {}
+        for name, step in steps:
+            t0 = time.perf_counter()
+            raw[name] = step(sizes, tmp / name)
+            print(f"[bench] {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        profile_text = None
+        if args.profile:
+            from bench import profile
+
+            t0 = time.perf_counter()
+            profile_text = profile.report(tmp / "profile", smoke=args.smoke)
+            print(f"[bench] profile: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - started
+    rows = build_rows(sizes, raw["start"], raw["read"], raw["emulator"], raw["prepare"])
+    for row in rows:
+        values = [row.ours] + ([row.baseline] if row.baseline is not None else [])
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise SystemExit(f"row {row.id}: implausible figures {values}")
+    print(table(rows, args.smoke))
+    if out is not None:
+        out.write_text(render(rows, args.smoke, command, elapsed, sizes, profile_text), encoding="utf-8")
+        print(f"[bench] wrote {out}", file=sys.stderr)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"sizes": asdict(sizes), "raw": raw,
+                                         "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
