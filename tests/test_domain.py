@@ -195,7 +195,8 @@ def test_ledger_settles_and_frees_budget_on_rejection(tmp_path: Path) -> None:
 
 def test_ledger_orphaned_intent_becomes_unknown(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite3")
-    ledger.create(plan_id="p", token="t", tool="send_sms", args_hash="h", ttl=60, plan={}, chunks=[CHUNK])
+    ledger.create(plan_id="p", token="t", tool="send_sms", args_hash="h", content_hash="c", ttl=60, plan={},
+                  chunks=[CHUNK])
     ledger.claim_chunk("p", 1, [])
     ledger.expire_orphans("p", stale_after=60)
     assert ledger.chunks("p")[0].state == "sending"  # this process is alive and the claim is fresh
@@ -203,7 +204,7 @@ def test_ledger_orphaned_intent_becomes_unknown(tmp_path: Path) -> None:
         db.execute("UPDATE chunks SET owner = ?", (f"{socket.gethostname()}:999999999",))
     ledger.expire_orphans("p", stale_after=60)
     assert ledger.chunks("p")[0].state == "unknown"
-    assert ledger.unreconciled_like("h") == "p"
+    assert ledger.unreconciled_like("c") == "p"
 
 
 def test_ledger_refuses_expired_claims(tmp_path: Path) -> None:

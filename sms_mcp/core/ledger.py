@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS plans (
     expires_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
     sent_at     REAL,
-    plan_json   TEXT NOT NULL
+    plan_json   TEXT NOT NULL,
+    content_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS plans_args ON plans(args_hash);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -127,7 +128,11 @@ def _owner_alive(owner: str | None) -> bool:
         return False
     except (PermissionError, ValueError):
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet still answers kill(0): it is a zombie, not alive
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 class Ledger:
@@ -143,6 +148,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an intent or outcome, once written, survives a crash
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(plans)")}
+        if "content_hash" not in columns:  # a ledger written by 0.1.0 before this column existed
+            self._db.execute("ALTER TABLE plans ADD COLUMN content_hash TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS plans_content ON plans(content_hash)")
         try:
             os.chmod(self.path, 0o600)  # it holds full phone numbers
         except OSError:
@@ -186,6 +195,7 @@ class Ledger:
     # ------------------------------------------------------------------ plans
     def create(
         self, *, plan_id: str, token: str, tool: str, args_hash: str, ttl: float, plan: dict[str, Any],
+        content_hash: str | None = None,
         chunks: list[NewChunk],
     ) -> None:
         now = self._clock()
@@ -193,9 +203,9 @@ class Ledger:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "INSERT INTO plans (plan_id, token_hash, tool, args_hash, state, created_at, expires_at, "
-                    "updated_at, plan_json) VALUES (?, ?, ?, ?, 'prepared', ?, ?, ?, ?)",
-                    (plan_id, token_hash(token), tool, args_hash, now, now + ttl, now,
+                    "INSERT INTO plans (plan_id, token_hash, tool, args_hash, content_hash, state, created_at, "
+                    "expires_at, updated_at, plan_json) VALUES (?, ?, ?, ?, ?, 'prepared', ?, ?, ?, ?)",
+                    (plan_id, token_hash(token), tool, args_hash, content_hash, now, now + ttl, now,
                      json.dumps(plan, ensure_ascii=False)),
                 )
                 self._db.executemany(
@@ -236,12 +246,13 @@ class Ledger:
             (self._clock(), plan_id),
         ) == 1
 
-    def unreconciled_like(self, args_hash: str) -> str | None:
-        """A plan with the same arguments whose outcome is still unknown (it may have been sent)."""
+    def unreconciled_like(self, content_hash: str) -> str | None:
+        """A plan sending the same messages (same recipients in any order, signatures, template and values;
+        whatever its out_id) whose outcome is still unknown: it may have been sent."""
         with self._lock:
             row = self._db.execute(
                 "SELECT p.plan_id FROM plans p JOIN chunks c ON c.plan_id = p.plan_id "
-                "WHERE p.args_hash = ? AND c.state IN ('unknown', 'sending') LIMIT 1", (args_hash,),
+                "WHERE p.content_hash = ? AND c.state IN ('unknown', 'sending') LIMIT 1", (content_hash,),
             ).fetchone()
         return row[0] if row else None
 

@@ -274,7 +274,10 @@ class SmsService:
         phones = [p for p, _, _ in entries]
         self.policy.check_recipients(phones)
         args_hash = _args_hash(args)
-        earlier = self.ledger.unreconciled_like(args_hash)
+        # What reaches the handsets, independent of number order and out_id: the duplicate-send guard's key.
+        content_hash = _args_hash({"template_code": template_code, "messages": sorted(
+            json.dumps([p.e164, s, params], sort_keys=True, ensure_ascii=False) for p, s, params in entries)})
+        earlier = self.ledger.unreconciled_like(content_hash)
         if earlier:
             raise SmsError("sms_mcp.UNRECONCILED",
                            f"An identical send, plan {earlier}, has an unknown outcome: it may already have "
@@ -341,7 +344,8 @@ class SmsService:
         )
         token = "smt_" + secrets.token_urlsafe(24)  # 192 random bits
         ttl = self.settings.confirm_ttl_seconds
-        self.ledger.create(plan_id=plan_id, token=token, tool=args["tool"], args_hash=args_hash, ttl=ttl,
+        self.ledger.create(plan_id=plan_id, token=token, tool=args["tool"], args_hash=args_hash,
+                           content_hash=content_hash, ttl=ttl,
                            plan=plan.model_dump(), chunks=chunks)
         self.audit.write("prepared", plan_id, recipients=len(phones), template=template.template_code,
                          signs=signs, chunks=len(chunks), numbers=[p.masked for p in phones[:20]])

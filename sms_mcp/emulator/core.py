@@ -45,8 +45,10 @@ DAY = 86400.0
 _INT64_MAX = 2**63 - 1
 
 _VARIABLE = re.compile(r"\$\{([^}]+)\}")
+# ASCII-only boundaries: ``\b`` treats CJK characters as word characters, so "详见bit.ly/x" would slip through.
 _URL = re.compile(
-    r"(?i)(?:https?://|ftp://|www\.|\b[a-z0-9-]+\.(?:com|cn|net|org|top|xyz|io|cc|vip|shop|info|me|co|ly|link)\b)"
+    r"(?i)(?:https?://|ftp://|www\.|(?<![a-z0-9])[a-z0-9-]+\.(?:com|cn|net|org|top|xyz|io|cc|vip|shop|info|me|co|ly"
+    r"|link)(?![a-z0-9]))"
 )
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
 _DIGITS = re.compile(r"[0-9]+")
