@@ -13,6 +13,8 @@ import pytest
 from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_credentials.models import Config as CredentialConfig
 from mcp import Client
+from mcp_harness import call_ok as call
+from mcp_harness import call_refused as error
 
 from sms_mcp.config import Settings
 from sms_mcp.emulator.http import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, EmulatorServer
@@ -33,19 +35,6 @@ def numbers(count: int, start: int = 0) -> list[str]:
 def bulk(nums: list[str], **extra: Any) -> dict[str, Any]:
     return {"phone_numbers": nums, "sign_name": "速通科技", "template_code": "SMS_900000002",
             "template_param": PARAMS, **extra}
-
-
-async def call(client: Client, tool: str, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args, **kw)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def error(client: Client, tool: str, args: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, args)
-    assert result.is_error, result.structured_content
-    return "".join(getattr(c, "text", "") for c in result.content)
 
 
 @asynccontextmanager

@@ -26,6 +26,8 @@ from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_credentials.models import Config as CredentialConfig
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
+from mcp_harness import call_ok as call
+from mcp_harness import call_refused as error
 
 from sms_mcp.config import Settings
 from sms_mcp.core.service import SmsService
@@ -82,19 +84,6 @@ def ledger_rows(data_dir: Path, plan_id: str) -> tuple[str, list[tuple[Any, ...]
 def audit_events(data_dir: Path, plan_id: str) -> list[str]:
     lines = (data_dir / "audit.jsonl").read_text().splitlines()
     return [e["event"] for e in map(json.loads, lines) if e["plan_id"] == plan_id]
-
-
-async def call(client: Client, tool: str, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, args, **kw)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def error(client: Client, tool: str, args: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, args)
-    assert result.is_error, result.structured_content
-    return "".join(getattr(c, "text", "") for c in result.content)
 
 
 def openapi_settings(emu: EmulatorServer, data_dir: Path, **env: str) -> Settings:

@@ -12,12 +12,9 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 from mcp.types import ElicitResult
-
-from sms_mcp.config import Settings
-from sms_mcp.server import build_server
-from sms_mcp.wire.sandbox import SandboxTransport
+from mcp_harness import Box
+from mcp_harness import box as harness_box
 
 ERAS = pytest.mark.parametrize("era", ["auto", "legacy"])
 ARGS = {"phone_numbers": ["13700006001", "13700006002"], "sign_name": "速通科技",
@@ -42,41 +39,12 @@ DECLINE = ElicitResult(action="decline")
 CANCEL = ElicitResult(action="cancel")
 
 
-class Box:
-    def __init__(self, client: Client, transport: SandboxTransport, data_dir: Path) -> None:
-        self.client = client
-        self.transport = transport
-        self.data_dir = data_dir
-
-    async def ok(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        result = await self.client.call_tool(tool, args)
-        assert not result.is_error, result.content
-        assert result.structured_content is not None
-        return result.structured_content
-
-    async def refused(self, tool: str, args: dict[str, Any]) -> str:
-        result = await self.client.call_tool(tool, args)
-        assert result.is_error, result.structured_content
-        return "".join(getattr(c, "text", "") for c in result.content)
-
-    def sent(self) -> list[dict[str, Any]]:
-        return self.transport.core.messages()
-
-    def plan_state(self, plan_id: str) -> str:
-        with sqlite3.connect(self.data_dir / "ledger.sqlite3") as db:
-            return db.execute("SELECT state FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()[0]
-
-
 @asynccontextmanager
 async def box(
     data_dir: Path, era: str, mode: str, human: Callable[..., Awaitable[ElicitResult]] | None = None
 ) -> AsyncIterator[Box]:
-    settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
-                                  "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", "SMS_MCP_CONFIRM_MODE": mode})
-    transport = SandboxTransport.from_settings(settings)
-    async with Client(build_server(settings, transport), mode=era,  # type: ignore[arg-type]
-                      elicitation_callback=human) as client:
-        yield Box(client, transport, data_dir)
+    async with harness_box(data_dir, era, human=human, SMS_MCP_CONFIRM_MODE=mode) as b:
+        yield b
 
 
 @ERAS

@@ -4,21 +4,19 @@ checked when a plan is prepared AND again when it is confirmed; and the audit lo
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
+from mcp_harness import box
 
 from sms_mcp.config import Settings
 from sms_mcp.core.errors import SmsError
 from sms_mcp.core.service import SmsService
 from sms_mcp.emulator.core import EmulatorCore
-from sms_mcp.server import build_server
 from sms_mcp.wire.sandbox import SandboxTransport
 
 ERAS = pytest.mark.parametrize("era", ["auto", "legacy"])
@@ -38,39 +36,6 @@ def code(number: str, value: str = "4821") -> dict[str, Any]:
 
 PROMO = {"phone_numbers": ["13700004001"], "sign_name": "速通科技", "template_code": "SMS_900000003",
          "template_param": {"name": "王女士"}}
-
-
-class Box:
-    def __init__(self, client: Client, transport: SandboxTransport) -> None:
-        self.client = client
-        self.transport = transport
-
-    async def ok(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        result = await self.client.call_tool(tool, args)
-        assert not result.is_error, result.content
-        assert result.structured_content is not None
-        return result.structured_content
-
-    async def refused(self, tool: str, args: dict[str, Any]) -> str:
-        result = await self.client.call_tool(tool, args)
-        assert result.is_error, result.structured_content
-        return "".join(getattr(c, "text", "") for c in result.content)
-
-    async def send(self, args: dict[str, Any]) -> dict[str, Any]:
-        plan = await self.ok("send_sms", args)
-        return await self.ok("send_sms", {**args, "confirm_token": plan["confirm_token"]})
-
-    def sent(self) -> list[dict[str, Any]]:
-        return self.transport.core.messages()
-
-
-@asynccontextmanager
-async def box(data_dir: Path, era: str = "auto", **env: str) -> AsyncIterator[Box]:
-    settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
-                                  "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", **env})
-    transport = SandboxTransport.from_settings(settings)
-    async with Client(build_server(settings, transport), mode=era) as client:  # type: ignore[arg-type]
-        yield Box(client, transport)
 
 
 # ------------------------------------------------------------------------------------------ daily limit

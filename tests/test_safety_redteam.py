@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
-
-from sms_mcp.config import Settings
-from sms_mcp.server import build_server
-from sms_mcp.wire.sandbox import SandboxTransport
+from mcp_harness import box
 
 ERAS = pytest.mark.parametrize("era", ["auto", "legacy"])
 
@@ -28,43 +22,6 @@ NOTIFY = {
     "template_code": "SMS_900000002",
     "template_param": {"name": "王女士", "order_no": "A1001", "date": "周三"},
 }
-
-
-class Box:
-    """A connected client plus the sandbox it talks to."""
-
-    def __init__(self, client: Client, transport: SandboxTransport, data_dir: Path) -> None:
-        self.client = client
-        self.transport = transport
-        self.data_dir = data_dir
-
-    async def ok(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
-        result = await self.client.call_tool(tool, args)
-        assert not result.is_error, result.content
-        assert result.structured_content is not None
-        return result.structured_content
-
-    async def refused(self, tool: str, args: dict[str, Any]) -> str:
-        result = await self.client.call_tool(tool, args)
-        assert result.is_error, result.structured_content
-        return "".join(getattr(c, "text", "") for c in result.content)
-
-    def sent(self) -> list[dict[str, Any]]:
-        return self.transport.core.messages()
-
-
-def settings_for(data_dir: Path, **env: str) -> Settings:
-    return Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
-                              "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", "SMS_MCP_RECONCILE_GRACE_SECONDS": "0",
-                              **env})
-
-
-@asynccontextmanager
-async def box(data_dir: Path, era: str = "auto", **env: str) -> AsyncIterator[Box]:
-    settings = settings_for(data_dir, **env)
-    transport = SandboxTransport.from_settings(settings)
-    async with Client(build_server(settings, transport), mode=era) as client:  # type: ignore[arg-type]
-        yield Box(client, transport, data_dir)
 
 
 # ---------------------------------------------------------------------------------------------------- tokens
