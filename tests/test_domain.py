@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 import threading
@@ -226,3 +227,14 @@ def test_settings_validate_values() -> None:
         with pytest.raises(ConfigError):
             Settings.from_env(env)
     assert Settings.from_env({"HOME": "/home/u"}).data_dir == Path("/home/u/.local/share/sms-mcp")
+
+
+def test_every_setting_is_documented() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    source = (repo / "sms_mcp" / "config.py").read_text()
+    variables = set(re.findall(r'"((?:SMS_MCP|ALIBABA_CLOUD)_[A-Z_]+)"', source))
+    assert len(variables) >= 18
+    readme, example = (repo / "README.md").read_text(), (repo / ".env.example").read_text()
+    for variable in variables:
+        assert variable in example, variable
+        assert variable in readme, variable
