@@ -143,7 +143,8 @@ How it is measured:
   untimed warm-ups; 4b goes through `mcp.Client(server)` in memory (argument validation, result serialisation).
 - **4e** — the 4a prepare, on the openapi backend (so `GetSmsSign`/`GetSmsTemplate` are HTTP round trips),
   once on an empty ledger and once after the 4c repetitions recorded their sends: the local flow-control
-  pre-check reads every send of the last 24 h, so this grows with the day's volume.
+  pre-check reads the last 24 h of sends of the plan's numbers (an indexed query), so the day's volume should
+  cost little.
 - **6** — `AliyunCliTransport` running `tests/aliyun_standin.py` (a Python stand-in for the real Go binary that
   answers from the emulator core): each call pays a process spawn, a Python interpreter start and an SQLite
   open, so the figure is an upper bound of what the real `aliyun` costs to spawn, not a measure of it.
