@@ -4,7 +4,7 @@ progress per chunk, partial results when some chunks fail, and replays that neve
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from sms_mcp.server import build_server
 from sms_mcp.wire.openapi import OpenApiTransport
 from sms_mcp.wire.sandbox import SandboxTransport
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 ERAS = pytest.mark.parametrize("era", ["auto", "legacy"])
 PARAMS = {"name": "王女士", "order_no": "C3001", "date": "周二"}
 
@@ -154,18 +153,6 @@ async def test_default_cap_is_10000(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ partial results
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorServer]:
-    with EmulatorServer(receipt_delay=0.0) as server:
-        yield server
 
 
 @asynccontextmanager

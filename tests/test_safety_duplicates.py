@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import anyio
 import pytest
 from alibabacloud_credentials.client import Client as CredentialClient
 from alibabacloud_credentials.models import Config as CredentialConfig
+from conftest import PROXY_VARS
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp_harness import call_ok as call
@@ -38,7 +39,6 @@ from sms_mcp.wire.base import OutcomeUnknownError
 from sms_mcp.wire.openapi import OpenApiTransport
 from sms_mcp.wire.sandbox import SandboxTransport
 
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 ERAS = pytest.mark.parametrize("era", ["auto", "legacy"])
 PARAMS = {"name": "王女士", "order_no": "D2001", "date": "周五"}
 
@@ -46,25 +46,6 @@ PARAMS = {"name": "王女士", "order_no": "D2001", "date": "周五"}
 def notify(number: str) -> dict[str, Any]:
     return {"phone_numbers": [number], "sign_name": "速通科技", "template_code": "SMS_900000002",
             "template_param": PARAMS}
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in PROXY_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def emu() -> Iterator[EmulatorServer]:
-    with EmulatorServer(receipt_delay=0.0) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean_faults(emu: EmulatorServer) -> Iterator[None]:
-    emu.faults.clear()
-    yield
-    emu.faults.clear()
 
 
 def sent_to(emu: EmulatorServer, number: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ the one API call the ledger allows for the plan.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -115,11 +116,16 @@ class SmsService:
     def _served(self) -> dict[str, Any]:
         return {"backend": self.backend, "notice": SANDBOX_NOTICE if self.backend == "sandbox" else None}
 
-    async def _read(self, action: str, params: dict[str, str]) -> dict[str, Any]:
-        """A read call: any failure becomes an SmsError the agent can act on."""
+    async def _read(
+        self, action: str, params: dict[str, str], *, not_found: tuple[str, SmsError] | None = None
+    ) -> dict[str, Any]:
+        """A read call: any failure becomes an SmsError the agent can act on. ``not_found`` maps a gateway
+        code (e.g. ``SignatureNotFound``) to the refusal the agent should see instead."""
         try:
             body = await self.transport.call(action, params)
         except GatewayError as err:
+            if not_found is not None and err.code == not_found[0]:
+                raise dataclasses.replace(not_found[1], request_id=err.request_id) from None
             raise errors.from_gateway(err) from None
         except OutcomeUnknownError as err:
             raise errors.from_unknown(err) from None
@@ -166,18 +172,9 @@ class SmsService:
         )
 
     async def _approved_sign(self, sign_name: str) -> None:
-        try:
-            body = await self.transport.call("GetSmsSign", {"SignName": sign_name})
-        except GatewayError as err:
-            if err.code == "SignatureNotFound":
-                raise SmsError("isv.SMS_SIGNATURE_ILLEGAL",
-                               f"The sign name {sign_name!r} does not exist in this account.",
-                               errors.LIST_SIGNS, err.request_id) from None
-            raise errors.from_gateway(err) from None
-        except OutcomeUnknownError as err:
-            raise errors.from_unknown(err) from None
-        if body.get("Code") != "OK":
-            raise errors.from_business(body)
+        body = await self._read("GetSmsSign", {"SignName": sign_name}, not_found=("SignatureNotFound", SmsError(
+            "isv.SMS_SIGNATURE_ILLEGAL", f"The sign name {sign_name!r} does not exist in this account.",
+            errors.LIST_SIGNS)))
         sign = sign_from_get(body)
         if sign.status != "approved":
             why = f" Reason: {sign.reason}." if sign.reason else ""
@@ -185,18 +182,10 @@ class SmsService:
                            f"The sign name {sign_name!r} is {sign.status}, not approved.{why}", errors.LIST_SIGNS)
 
     async def _approved_template(self, template_code: str) -> tuple[TemplateInfo, dict[str, str]]:
-        try:
-            body = await self.transport.call("GetSmsTemplate", {"TemplateCode": template_code})
-        except GatewayError as err:
-            if err.code == "TemplateNotFound":
-                raise SmsError("isv.SMS_TEMPLATE_ILLEGAL",
-                               f"The template {template_code!r} does not exist in this account.",
-                               errors.LIST_TEMPLATES, err.request_id) from None
-            raise errors.from_gateway(err) from None
-        except OutcomeUnknownError as err:
-            raise errors.from_unknown(err) from None
-        if body.get("Code") != "OK":
-            raise errors.from_business(body)
+        body = await self._read("GetSmsTemplate", {"TemplateCode": template_code}, not_found=(
+            "TemplateNotFound", SmsError("isv.SMS_TEMPLATE_ILLEGAL",
+                                         f"The template {template_code!r} does not exist in this account.",
+                                         errors.LIST_TEMPLATES)))
         template = template_from_get(body)
         if template.status != "approved":
             why = f" Reason: {template.reason}." if template.reason else ""
