@@ -273,12 +273,6 @@ def build_server(
             return False
         return not (isinstance(human, AcceptedElicitation) and human.data.send)
 
-    def _progress(ctx: Context) -> Callable[[float, float, str], Awaitable[None]]:
-        async def report(done: float, total: float, message: str) -> None:
-            await ctx.report_progress(done, total, message)
-
-        return report
-
     @server.tool(title="List SMS signatures", annotations=READ_ONLY)
     async def list_signs(
         ctx: Context,
@@ -337,7 +331,7 @@ def build_server(
         if _declined(ctx, confirm_token, human):
             return await _run(_async(service.decline, confirm_token or ""))
         return await _run(service.send_sms(phone_numbers, sign_name, template_code, template_param, out_id,
-                                           confirm_token, progress=_progress(ctx)))
+                                           confirm_token, progress=ctx.report_progress))
 
     @server.tool(title="Send personalised batch SMS (two-step)", annotations=SEND)
     async def send_batch_sms(
@@ -363,7 +357,7 @@ def build_server(
         if _declined(ctx, confirm_token, human):
             return await _run(_async(service.decline, confirm_token or ""))
         return await _run(service.send_batch_sms([r.model_dump() for r in recipients], template_code, out_id,
-                                                 confirm_token, progress=_progress(ctx)))
+                                                 confirm_token, progress=ctx.report_progress))
 
     @server.tool(title="Query delivery receipts", annotations=READ_ONLY)
     async def query_details(
