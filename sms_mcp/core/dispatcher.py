@@ -333,10 +333,16 @@ class Dispatcher:
         owner left, then report the recorded outcome (sending nothing)."""
         deadline = time.monotonic() + self.max_wait
         while True:
-            await self.ledger.recover(record.plan_id, self.clock())
             chunks = await self.ledger.chunks(record.plan_id)
-            if not any(c.state in (ChunkState.PENDING, ChunkState.SENDING) for c in chunks):
+            waiting = [c for c in chunks if c.state in (ChunkState.PENDING, ChunkState.SENDING)]
+            if not waiting:
                 break
+            now = self.clock()
+            plan = await self.ledger.get_plan(record.plan_id) or record
+            expired = any(((c.lease_expires if c.state is ChunkState.SENDING else plan.lease_expires) or 0.0) <= now
+                          for c in waiting)
+            if expired and await self.ledger.recover(record.plan_id, now):  # (a write: only when one expired)
+                continue
             if time.monotonic() >= deadline:
                 break
             await anyio.sleep(POLL_SECONDS)
