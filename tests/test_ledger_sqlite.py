@@ -198,3 +198,37 @@ def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
     assert hashlib.sha256(plan.confirm_token.encode()).hexdigest().encode() in raw
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT state FROM plans").fetchone()[0] == PlanState.PREPARED.value
+
+
+class LedgerDiesDuringTheCall(SandboxTransport):
+    """The send reaches the emulator; while it is in flight the ledger file is deleted (disk pulled, operator
+    error): the outcome can no longer be recorded."""
+
+    def __init__(self, core: EmulatorCore, ledger_path: Path) -> None:
+        super().__init__(core)
+        self.ledger_path = ledger_path
+
+    async def call(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+        body = await super().call(action, params)
+        if action == "SendSms":
+            self.ledger_path.unlink()
+        return body
+
+
+async def test_a_ledger_failing_after_the_call_says_the_sms_may_have_left(tmp_path: Path) -> None:
+    from sms_mcp.core.errors import SmsError
+
+    core = EmulatorCore(None, receipt_delay=0.0)
+    service = SmsService(Settings.from_env({"SMS_MCP_DATA_DIR": str(tmp_path)}),
+                         LedgerDiesDuringTheCall(core, tmp_path / "ledger.sqlite3"))
+    try:
+        plan = await service.send_sms(["13700009921"], **ARGS)  # type: ignore[arg-type]
+        with pytest.raises(SmsError) as failed:
+            await service.send_sms(["13700009921"], **ARGS, confirm_token=plan.confirm_token)  # type: ignore[arg-type]
+        text = failed.value.render()
+        assert text.startswith("[sms_mcp.LEDGER_FAILED_MID_SEND]") and "may have been sent" in text
+        assert "Do NOT send again" in text and plan.plan_id in text
+        assert len(core.messages()) == 1  # it did leave
+    finally:
+        service.ledger.close()
+        core.close()
