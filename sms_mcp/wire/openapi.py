@@ -709,6 +709,8 @@ class OpenApiTransport:
             "reachable": False,
             "warnings": [],
         }
+        if self.endpoint.protocol == "HTTPS":
+            report["tls"] = {"verify": True, "trusted": trusted_cas(getattr(self.settings, "ca_bundle", None))}
         try:
             await self.start()
             model = await self._credential_client.get_credential_async()
