@@ -700,6 +700,14 @@ def _parser() -> argparse.ArgumentParser:
         "with SMS_MCP_CA_BUNDLE. Signatures are verified exactly as over HTTP",
     )
     parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"with --tls: keep the test CA ({CA_CERT_NAME}) and the server certificate in DIR instead "
+        f"(default DATA_DIR/{TLS_DIR_NAME})",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -729,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--fault: {exc}")
         if args.receipt_delay < 0:
             parser.error("--receipt-delay must be >= 0")
+        if args.tls_dir is not None and not args.tls:
+            parser.error("--tls-dir needs --tls")
     except SystemExit as exc:
         return int(exc.code or 0)
 
@@ -746,7 +756,9 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.callback(core.close)
         tls: TlsFiles | None = None
         if args.tls:
-            if args.data_dir is not None:
+            if args.tls_dir is not None:
+                tls_dir = args.tls_dir
+            elif args.data_dir is not None:
                 tls_dir = args.data_dir / TLS_DIR_NAME
             else:
                 import tempfile

@@ -27,8 +27,6 @@ import re
 import ssl
 import time
 import types
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -398,6 +396,9 @@ def _tls_context(ca_bundle: str | None, cert_file: str | None, cert_dir: str | N
 
 def _proxy_for(endpoint: Endpoint) -> str | None:
     """The HTTP(S)_PROXY for this endpoint from the environment, unless NO_PROXY excludes its host. Read once."""
+    import urllib.parse
+    import urllib.request
+
     proxies = urllib.request.getproxies_environment()
     host = urllib.parse.urlsplit(endpoint.url).hostname or endpoint.host
     if urllib.request.proxy_bypass_environment(host, proxies):
