@@ -200,6 +200,10 @@ How it is measured:
   the bare sync SDK with 8 threads. The floor is ⌈calls / 8⌉ RTT plus one TCP + TLS handshake (2 RTT; the pool's
   connections open side by side). Client CPU is `time.process_time()` of the benchmark process (the emulator and
   the proxy run in their own processes). Rows 3 and 4c are the same comparisons over plain HTTP on loopback.
+- **7c vs 7d** — the same 100 calls on the same pool; what 7c adds is `SmsService`'s own work per chunk (7h): the
+  ledger's intent and outcome commits (SQLite, `synchronous=FULL`, made on the event loop, so each one also holds
+  back the responses of the other calls in flight), the audit line and the plan bookkeeping. 7e is the emulator's
+  own serial time for the 100 calls (it handles one request at a time), which no client can overlap fully.
 - Percentiles are nearest-rank. Ratios are sms-mcp ÷ baseline; "met" compares against the target column.
   On a small shared VM the absolute figures move by several percent from run to run (start-up ratios by about
   ±0.03); the ratios, measured side by side, are the figures to compare across machines.

@@ -522,3 +522,10 @@ def test_sms_mcp_serve_reaches_the_https_emulator_with_the_configured_ca(
     assert not result.get("isError"), (answer, err[-2000:])
     content = result["structuredContent"]
     assert content["backend"] == "openapi" and SIGN in [s["sign_name"] for s in content["signs"]]
+
+
+def test_emulator_tls_dir_without_tls_is_refused(tmp_path: Path) -> None:
+    from sms_mcp.emulator.http import main
+
+    assert main(["--tls-dir", str(tmp_path / "tls")]) == 2
+    assert not (tmp_path / "tls").exists()
