@@ -352,7 +352,7 @@ def trusted_cas(ca_bundle: Path | None, env: Mapping[str, str] | None = None) ->
         return f"only those in SMS_MCP_CA_BUNDLE={ca_bundle}"
     configured = [f"{name}={env[name]}" for name in ("SSL_CERT_FILE", "SSL_CERT_DIR") if env.get(name)]
     if configured:
-        return "those in " + " and ".join(configured)
+        return "OpenSSL's default verify paths (" + ", ".join(configured) + ")"
     return "the system's and certifi's"
 
 
@@ -361,7 +361,8 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     tens of milliseconds of CPU). Always verifying: CERT_REQUIRED and host name checking, TLS >= 1.2.
 
     * ``SMS_MCP_CA_BUNDLE`` set: only the CAs in that PEM file (e.g. the emulator's test CA, or a corporate CA).
-    * else ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` set: OpenSSL's default verify paths, which are those.
+    * else ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` set: OpenSSL's default verify paths, which those variables
+      replace (the file, the directory, or both).
     * else: the system's default verify paths plus certifi's bundle, the set the official SDK trusts.
     """
     return _tls_context(
