@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -532,3 +533,53 @@ def test_emulator_tls_dir_without_tls_is_refused(tmp_path: Path) -> None:
 
     assert main(["--tls-dir", str(tmp_path / "tls")]) == 2
     assert not (tmp_path / "tls").exists()
+
+
+async def test_batch_confirmation_over_tls_with_a_chunk_dropped_mid_send_is_reconciled_never_resent(
+    tls_emu: EmulatorServer, tmp_path: Path
+) -> None:
+    """MCP client -> server -> domain -> pooled HTTPS: 250 recipients = 3 chunks on kept-alive connections; the
+    connection carrying one chunk drops after the emulator recorded it. That chunk is unknown, the plan is
+    reconciled from Alibaba's (the emulator's) records, and no recipient ever gets a second message."""
+    from mcp import Client
+
+    from sms_mcp.server import build_server
+
+    settings = Settings.from_env(
+        {
+            "SMS_MCP_DATA_DIR": str(tmp_path),
+            "SMS_MCP_BACKEND": "openapi",
+            "SMS_MCP_ENDPOINT": tls_emu.url,
+            "SMS_MCP_CA_BUNDLE": str(tls_emu.ca_file),
+        }
+    )
+    transport_ = OpenApiTransport(settings, credential=credential())
+    phones = [f"1370009{i:04d}" for i in range(250)]
+    recipients = [
+        {
+            "phone_number": p,
+            "sign_name": SIGN,
+            "template_param": {"name": f"客户{i}", "order_no": f"N{i}", "date": "周二"},
+        }
+        for i, p in enumerate(phones)
+    ]
+    args = {"recipients": recipients, "template_code": "SMS_900000002"}
+    async with Client(build_server(settings, transport_)) as client:
+        plan = (await client.call_tool("send_batch_sms", args)).structured_content
+        assert plan is not None and plan["plan"]["chunk_count"] == 3
+        assert transport_.pool is not None and transport_.pool.connections_opened >= 1  # prepare's reads
+        tls_emu.faults.add("drop_after", action="SendBatchSms", count=1)
+        result = await client.call_tool("send_batch_sms", {**args, "confirm_token": plan["confirm_token"]})
+        sent = result.structured_content
+        assert sent is not None and sent["status"] == "unknown", sent
+        assert sorted(c["state"] for c in sent["chunks"]) == ["accepted", "accepted", "unknown"]
+        recorded = [m for m in tls_emu.core.messages() if m["phone_number"] in set(phones)]
+        assert len(recorded) == 250  # every recipient once, the dropped chunk included
+
+        replay = await client.call_tool("send_batch_sms", {**args, "confirm_token": plan["confirm_token"]})
+        assert replay.structured_content is not None and replay.structured_content["replayed"] is True
+        report = (await client.call_tool("query_details", {"plan_id": plan["plan_id"]})).structured_content
+        assert report is not None
+        statuses = Counter(r["status"] for r in report["records"])
+        assert statuses == {"delivered": 250}, statuses  # reconciled from the receipts
+    assert len([m for m in tls_emu.core.messages() if m["phone_number"] in set(phones)]) == 250
