@@ -42,7 +42,7 @@ from sms_mcp.core.ports import (
     Principal,
 )
 from sms_mcp.core.throttle import Limiters
-from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
+from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
 
 log = logging.getLogger("sms_mcp.dispatcher")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sms_mcp.wire.base import GatewayError, OutcomeUnknownError
+from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError
 
 LIST_SIGNS = "Call list_signs to see the approved signatures and ask the user which one to use; never guess."
 LIST_TEMPLATES = (

@@ -54,7 +54,7 @@ from sms_mcp.core.policy import Policy
 from sms_mcp.core.ports import LOCAL_PRINCIPAL, LedgerPort, LedgerUnavailable, NewPlan, Principal
 from sms_mcp.core.reconciler import Reconciler, china_today, details, details_next_step, record, summary
 from sms_mcp.core.throttle import Limiters
-from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
+from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
 
 log = logging.getLogger("sms_mcp.service")
 
