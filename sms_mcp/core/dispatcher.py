@@ -154,6 +154,8 @@ class Dispatcher:
             return await self._wait_for_outcome(record)
         if record.state is PlanState.CANCELLED:
             return self._cancelled(record, "The plan was declined and cancelled; nothing was sent.")
+        if record.expires_at <= self.clock():
+            raise _expired(record)
         return SendResult(
             **self.served(), status=Outcome.PENDING_CONFIRMATION.value, plan_id=record.plan_id,
             plan=Plan.model_validate(record.summary), expires_at=_iso(record.expires_at),
