@@ -61,7 +61,7 @@ async def test_a_no_racing_a_yes_never_contradicts_what_was_sent(emu: EmulatorSe
         a = await stack.enter_async_context(Client(serve(env_for(emu, tmp_path))))
         b = await stack.enter_async_context(Client(serve(env_for(emu, tmp_path, SMS_MCP_CONFIRM_MODE="elicit")),
                                                    elicitation_callback=human_says_no))
-        for round_no in range(12):
+        for round_no in range(30):
             number = f"137000071{round_no:02d}"
             args = notify(number)
             plan = await call(a, "send_sms", args)
@@ -94,7 +94,7 @@ async def test_a_no_racing_a_yes_never_contradicts_what_was_sent(emu: EmulatorSe
                 assert not ra.is_error and ra.structured_content["status"] == "accepted"
                 assert rb.structured_content["status"] == "accepted"
                 assert "nothing was sent" not in rb.structured_content["message"]
-    assert len(outcomes) == 12
+    assert len(outcomes) == 30
 
 
 # ------------------------------------------------------------------------------------------ hole 2
