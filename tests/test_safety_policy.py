@@ -268,7 +268,7 @@ def numbers_used() -> Iterator[list[str]]:
 @ERAS
 async def test_audit_log_is_masked_and_has_no_tokens(tmp_path: Path, era: str, numbers_used: list[str]) -> None:
     tokens: list[str] = []
-    async with box(tmp_path, era, SMS_MCP_DAILY_LIMIT="100", SMS_MCP_RECONCILE_GRACE_SECONDS="0") as b:
+    async with box(tmp_path, era, SMS_MCP_DAILY_LIMIT="100") as b:
         plan = await b.ok("send_sms", notify(*numbers_used[:3]))
         tokens.append(plan["confirm_token"])
         await b.ok("send_sms", {**notify(*numbers_used[:3]), "confirm_token": plan["confirm_token"]})
