@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from sms_mcp import __version__
-from sms_mcp.config import ConfigError, Settings
+from sms_mcp.config import ConfigError, Settings, check_data_dir
 
 log = logging.getLogger("sms_mcp")
 
@@ -237,14 +237,12 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
     name, why = resolve_backend(settings)
     report["backend"] = {"selected": name, "why": why, "setting": settings.backend}
     data_dir = settings.data_dir
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        report["data_dir"] = {"path": str(data_dir), "writable": True}
-    except OSError as err:
-        report["data_dir"] = {"path": str(data_dir), "writable": False, "error": str(err)}
+    status = 0
+    data_dir_problem = check_data_dir(data_dir)
+    report["data_dir"] = {"path": str(data_dir), "writable": data_dir_problem is None}
+    if data_dir_problem:
+        report["data_dir"]["error"] = data_dir_problem
+        status = 1
     missing: dict[str, list[str]] = {"openapi": [], "cli": []}
     try:
         from sms_mcp.wire.credentials import find_credentials
@@ -263,17 +261,25 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
     report["policy"] = {
         "confirm_mode": settings.confirm_mode, "confirm_ttl_seconds": settings.confirm_ttl_seconds,
         "read_only": settings.read_only, "allow_promotional": settings.allow_promotional,
-        "allowed_numbers": len(settings.allowed_numbers), "max_recipients": settings.max_recipients,
+        "allowed_numbers": allow_list_for_display(settings.allowed_numbers) or "any number",
+        "max_recipients": settings.max_recipients,
         "daily_limit": settings.daily_limit,
     }
-    status = 0
     try:
+        if data_dir_problem and name == "sandbox":
+            raise OSError(data_dir_problem)  # the sandbox keeps its state there: it cannot work
         transport = make_transport(settings, name)
         diagnose = getattr(transport, "diagnose", None)
         if callable(diagnose):
             report["backend"]["diagnosis"] = await diagnose()
     except Exception as err:
         report["backend"]["error"] = str(err)
+        status = 1
+    # The selected backend must be able to work: a wrong secret, missing credentials, a missing CLI are failures.
+    diagnosis = report["backend"].get("diagnosis") or {}
+    if isinstance(diagnosis, dict) and (diagnosis.get("error") or diagnosis.get("problems")):
+        status = 1
+    if missing.get(name):
         status = 1
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
@@ -286,7 +292,25 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
             print(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
         if name == "sandbox":
             print("note: the sandbox sends no real SMS.")
+        if status:
+            print(f"doctor: the selected backend ({name}) or the data directory cannot work; see above.")
     return status
+
+
+def allow_list_for_display(entries: tuple[str, ...]) -> list[str]:
+    """The normalised allow-list, full numbers masked (``+86 138****8000``), patterns as written (``+86138*``)."""
+    import phonenumbers
+
+    from sms_mcp.core.phones import mask
+
+    shown: list[str] = []
+    for entry in entries:
+        if entry.endswith("*"):
+            shown.append(entry)
+            continue
+        parsed = phonenumbers.parse(entry, None)
+        shown.append(f"+{parsed.country_code} {mask(str(parsed.national_number))}")
+    return shown
 
 
 def doctor(argv: list[str]) -> int:
@@ -319,7 +343,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
     try:
         if command == "serve":
-            raise SystemExit(serve(Settings.from_env()))
+            settings = Settings.from_env()
+            problem = check_data_dir(settings.data_dir)
+            if problem:
+                raise ConfigError(problem)
+            raise SystemExit(serve(settings))
         if command == "demo":
             raise SystemExit(demo(args))
         if command == "doctor":
@@ -329,7 +357,9 @@ def main(argv: list[str] | None = None) -> None:
 
             raise SystemExit(emulator_main(args))
     except ConfigError as err:
-        print(f"sms-mcp: configuration error: {err}", file=sys.stderr)
+        # One line per bad value, each naming the variable, the value and what is allowed; no traceback.
+        for line in err.lines:
+            print(f"sms-mcp: configuration error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     print(USAGE, file=sys.stderr)
     raise SystemExit(2)

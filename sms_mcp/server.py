@@ -4,9 +4,8 @@ Every tool delegates to :class:`sms_mcp.core.service.SmsService`; domain refusal
 ``ToolError`` so the model sees the Alibaba code, the cause and the next step.
 """
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -15,7 +14,7 @@ import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from sms_mcp import __version__
@@ -31,6 +30,7 @@ from sms_mcp.core.models import (
     TemplateList,
 )
 from sms_mcp.core.service import SmsService
+from sms_mcp.protocol_guards import RefuseUnknownArguments
 from sms_mcp.wire.base import Transport
 from sms_mcp.wire.factory import make_transport, resolve_backend
 
@@ -158,32 +158,6 @@ def confirmation_question(plan: Plan) -> str:
     ]
     lines.extend(f"Warning: {w}" for w in plan.warnings)
     return "\n".join(lines)
-
-
-class RefuseUnknownArguments:
-    """Arguments a tool does not declare are refused, not silently dropped: nothing the model adds (say,
-    ``read_only: false``) can look as if it had an effect."""
-
-    def __init__(self, allowed: dict[str, frozenset[str]]) -> None:
-        self.allowed = allowed
-
-    async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        params = ctx.params if isinstance(ctx.params, Mapping) else None
-        if ctx.method == "tools/call" and params is not None:
-            name, arguments = params.get("name"), params.get("arguments") or {}
-            if name in self.allowed and isinstance(arguments, Mapping):
-                unknown = sorted(set(arguments) - self.allowed[name])
-                if unknown:
-                    text = (f"[sms_mcp.UNKNOWN_ARGUMENT] {name} has no argument(s) {', '.join(unknown)}; nothing "
-                            f"was done. Next step: use only {', '.join(sorted(self.allowed[name]))}. Policies "
-                            "(allow-list, read-only, limits) are server configuration and cannot be passed.")
-                    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
-        return await call_next(ctx)
-
-
-def _public_arguments(fn: Callable[..., Any]) -> frozenset[str]:
-    hidden = {"ctx", "human"}
-    return frozenset(n for n in inspect.signature(fn).parameters if n not in hidden)
 
 
 def build_server(
@@ -440,8 +414,6 @@ def build_server(
         """Walks an agent through sending a one-time verification code safely."""
         return VERIFICATION_PROMPT.format(phone_number=phone_number)
 
-    server.middleware.append(RefuseUnknownArguments({
-        fn.__name__: _public_arguments(fn) for fn in (list_signs, list_templates, send_sms, send_batch_sms,
-                                                      query_details, query_statistics, qualification)
-    }))
+    server.middleware.append(RefuseUnknownArguments.for_tools(
+        (list_signs, list_templates, send_sms, send_batch_sms, query_details, query_statistics, qualification)))
     return server

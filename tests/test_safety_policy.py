@@ -132,7 +132,7 @@ async def test_rejected_sends_do_not_use_the_daily_budget(tmp_path: Path, clock:
 
 @ERAS
 async def test_allow_list_exact_numbers_and_prefixes(tmp_path: Path, era: str) -> None:
-    async with box(tmp_path, era, SMS_MCP_ALLOWED_NUMBERS="13700004101, +86137000042;+852") as b:
+    async with box(tmp_path, era, SMS_MCP_ALLOWED_NUMBERS="13700004101, +86137000042*;+852*") as b:
         for allowed in (["13700004101"], ["+86 137 0000 4101"], ["13700004205"], ["+85291234567"]):
             template = {"template_code": "SMS_900000004", "sign_name": "SuTong", "template_param": {"code": "4821"}} \
                 if allowed[0].startswith("+852") else {}
