@@ -43,6 +43,8 @@ class AbandonableStdin:
         # A private duplicate of fd 0: the SDK points fd 0 at /dev/null while serving.
         self._file = io.TextIOWrapper(os.fdopen(os.dup(0), "rb", buffering=0), encoding="utf-8",
                                       errors="replace")
+        #: Where answers to unreadable requests go (the SDK drops them unanswered); set once stdio is up.
+        self.answers: Any = None
 
     def __aiter__(self) -> AbandonableStdin:
         return self
@@ -50,10 +52,20 @@ class AbandonableStdin:
     async def __anext__(self) -> str:
         import anyio
 
-        line = await anyio.to_thread.run_sync(self._file.readline, abandon_on_cancel=True)
-        if not line:
-            raise StopAsyncIteration
-        return line
+        while True:
+            line = await anyio.to_thread.run_sync(self._file.readline, abandon_on_cancel=True)
+            if not line:
+                raise StopAsyncIteration
+            if self.answers is not None:
+                from sms_mcp.protocol_guards import answer_for_unreadable_request
+
+                answer = answer_for_unreadable_request(line)
+                if answer is not None:
+                    from mcp.shared.message import SessionMessage
+
+                    await self.answers.send(SessionMessage(answer))
+                    continue
+            return line
 
 
 async def serve_stdio(server: Any) -> None:
@@ -62,7 +74,9 @@ async def serve_stdio(server: Any) -> None:
     from mcp.server.stdio import stdio_server
 
     lowlevel = server._lowlevel_server  # mcp 2.x: no public hook to pass our own stdin
-    async with stdio_server(stdin=AbandonableStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
+    stdin = AbandonableStdin()
+    async with stdio_server(stdin=stdin) as (read_stream, write_stream):  # type: ignore[arg-type]
+        stdin.answers = write_stream  # unreadable requests get their JSON-RPC error on the protocol's own writer
         await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 

@@ -12,7 +12,9 @@ the SDK alone does not:
   1 MB key or 20,000 unknown arguments cannot come back whole.
 
 A malformed request (a ``name`` that is an object or a list, ``arguments`` that are not an object) is left to the
-SDK's own parameter validation, which answers with a JSON-RPC ``invalid params`` error and no traceback.
+SDK's own parameter validation, which answers with a JSON-RPC ``invalid params`` error and no traceback. A line the
+SDK cannot read as a JSON-RPC message at all (``params`` a list or a string) it drops without an answer, and the
+client waits forever: :func:`answer_for_unreadable_request` gives the stdio loop the error to send instead.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from mcp.types import CallToolResult, TextContent
+from mcp.types import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    CallToolResult,
+    ErrorData,
+    JSONRPCError,
+    TextContent,
+    jsonrpc_message_adapter,
+)
 
 #: Most characters of caller input echoed in one message.
 ECHO_LIMIT = 300
@@ -72,6 +82,32 @@ def nullable_text_arguments(fn: Callable[..., Any]) -> frozenset[str]:
     hints = typing.get_type_hints(fn, include_extras=True)
     return frozenset(name for name in inspect.signature(fn).parameters
                      if name in hints and _accepts(hints[name], str) and _accepts(hints[name], type(None)))
+
+
+def answer_for_unreadable_request(line: str) -> JSONRPCError | None:
+    """The JSON-RPC error for a line that names a request (a JSON object with an ``id`` and a ``method``) but is not
+    a valid JSON-RPC message; None for a readable message (the SDK answers it) and for a line with no request id to
+    answer (garbage or a notification: JSON-RPC sends nothing back for those)."""
+    try:
+        jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return None
+    except ValueError:
+        pass
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    request_id, method = data.get("id"), data.get("method")
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)) or not isinstance(method, str):
+        return None
+    if "params" in data and not isinstance(data["params"], dict):
+        error = ErrorData(code=INVALID_PARAMS, message=f"Invalid params for {bounded(method, 60)}: params must be an "
+                          "object")
+    else:
+        error = ErrorData(code=INVALID_REQUEST, message="Invalid request: not a JSON-RPC 2.0 request object")
+    return JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
 
 
 def _is_json_null(value: str) -> bool:
