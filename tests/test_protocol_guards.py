@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp.types import CallToolResult, TextContent
 from mcp_harness import box
 
-from sms_mcp.protocol_guards import ECHO_LIMIT, bounded, bounded_names
+from sms_mcp.protocol_guards import (
+    ECHO_LIMIT,
+    RESULT_TEXT_LIMIT,
+    answer_for_unreadable_request,
+    bound_result,
+    bounded,
+    bounded_names,
+)
 
 ARGS = {
     "phone_numbers": ["13912345678"],
@@ -141,3 +149,31 @@ def test_bounded_helpers() -> None:
     names = bounded_names([f"name{i}" for i in range(1000)])
     assert len(names) < ECHO_LIMIT + 60 and "1,000 in all" in names
     assert bounded_names(["a", "b"]) == "a, b"
+
+
+async def test_oversized_values_come_back_bounded(tmp_path: Path) -> None:
+    async with box(tmp_path) as b:
+        for args in ({**ARGS, "sign_name": "s" * 1_000_000}, {**ARGS, "phone_numbers": ["1" * 1_000_000]},
+                     {**ARGS, "phone_numbers": ["1"] * 200_000}, {**ARGS, "template_param": {"name": "x" * 1_000_000}},
+                     {**ARGS, "template_code": "<" * 100_000}, {**ARGS, "out_id": "o" * 1_000_000}):
+            text = await b.refused("send_sms", args)
+            assert len(text) < 1000, text[:200]
+        assert b.sent() == []
+
+
+def test_unreadable_requests_are_answered_and_everything_else_is_left_to_the_sdk() -> None:
+    answer = answer_for_unreadable_request('{"jsonrpc":"2.0","id":5,"method":"tools/call","params":["x"]}')
+    assert answer is not None and answer.id == 5 and answer.error.code == -32602
+    answer = answer_for_unreadable_request('{"jsonrpc":"1.0","id":"a","method":"ping"}')
+    assert answer is not None and answer.id == "a" and answer.error.code == -32600
+    for line in ('{"jsonrpc":"2.0","id":1,"method":"ping"}', "not json", "[1, 2]", '{"method":"x","params":[1]}',
+                 '{"jsonrpc":"2.0","id":true,"method":"ping","params":[]}', '{"id": 3}'):
+        assert answer_for_unreadable_request(line) is None, line
+
+
+def test_bound_result_cuts_only_long_error_texts() -> None:
+    long = CallToolResult(content=[TextContent(type="text", text="e" * 100_000)], is_error=True)
+    cut = bound_result(long)
+    assert len(cut.content[0].text) < RESULT_TEXT_LIMIT + 50 and "100,000 characters" in cut.content[0].text
+    fine = CallToolResult(content=[TextContent(type="text", text="e" * 100_000)], is_error=False)
+    assert bound_result(fine) is fine

@@ -377,7 +377,7 @@ async def test_sigkill_mid_send_then_a_new_process_reconciles(
         report = await call(client, "query_details", {"plan_id": plan["plan_id"]})
         expected = "accepted" if reached else "not_sent"
         with anyio.fail_after(30):  # "no record" counts only once the grace has passed since the attempt
-            while not reached and not report["reconciled"]:
+            while not reached and [r["after"] for r in report["reconciled"]] != ["not_sent"]:
                 await anyio.sleep(0.5)
                 report = await call(client, "query_details", {"plan_id": plan["plan_id"]})
         assert [(r["before"], r["after"]) for r in report["reconciled"]] == [("unknown", expected)]
