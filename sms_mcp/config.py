@@ -43,6 +43,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 #: Marks a field whose value must never be echoed (see the module docstring).
 SECRET: dict[str, Any] = {"secret": True}
+#: Marks a field holding phone numbers: its echo is masked like every logged number (138****8000).
+PHONES: dict[str, Any] = {"phones": True}
 
 #: The reconcile grace must exceed the longest time a send can still be in flight after it was claimed: the connect
 #: timeout plus the read timeout, plus this margin. The margin covers what the client's timeouts cannot see: a
@@ -75,6 +77,11 @@ def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def mask_numbers(text: str) -> str:
+    """Every run of 7 or more digits masked as phone numbers are in logs: 13800138000 -> 138****8000."""
+    return re.sub(r"\d{7,}", lambda m: m.group(0)[:3] + "*" * (len(m.group(0)) - 7) + m.group(0)[-4:], text)
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -206,7 +213,7 @@ class Settings(BaseSettings):
     # Policy (configuration only; see the delivery-safety issue).
     allowed_numbers: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated full numbers (+8613800138000, 13800138000) or patterns ending in * "
-        "with + and a country code (+86138*); normalised to +E.164")
+        "with + and a country code (+86138*); normalised to +E.164", json_schema_extra=PHONES)
     max_recipients: int = Field(10_000, ge=1, le=100_000, description="a whole number from 1 to 100000")
     daily_limit: int | None = Field(None, ge=0, le=100_000_000,
                                     description="empty (no limit) or a whole number from 0 to 100000000")
@@ -264,15 +271,18 @@ class Settings(BaseSettings):
             data = {**data, "data_dir": default_data_dir(os.environ if env is None else env)}
         return data
 
+    # Case-insensitive choices; a value that is not one of them is left as typed, so its error line echoes it so.
     @field_validator("backend", "confirm_mode", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
+        folded = value.strip().lower() if isinstance(value, str) else value
+        return folded if folded in BACKENDS + CONFIRM_MODES else value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
-        return value.strip().upper() if isinstance(value, str) else value
+        folded = value.strip().upper() if isinstance(value, str) else value
+        return folded if folded in LOG_LEVELS else value
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -361,6 +371,8 @@ def _error_lines(cls: type[Settings], err: ValidationError, given: Mapping[str, 
             lines.append(f"{variables[field]} is required; allowed: {info.description or 'see README.md'}")
             continue
         shown = f"<hidden, {len(str(value))} characters>" if secret else echo(value)
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("phones"):
+            shown, message = mask_numbers(shown), mask_numbers(message)
         if len(loc) > 1 and isinstance(loc[1], int) and not secret:
             shown = f"{shown} (item {loc[1] + 1})"
         allowed = info.description or "see README.md"
