@@ -292,7 +292,8 @@ class Settings(BaseSettings):
             if "\0" in text:
                 raise ValueError("a path cannot contain a NUL character")
             try:
-                return Path(text).expanduser()
+                # Absolute: a host starts the server from any working directory.
+                return Path(text).expanduser().absolute()
             except RuntimeError:  # ~nosuchuser
                 raise ValueError(f"cannot expand {text.split('/', 1)[0]!r}: no such user or no home directory") \
                     from None

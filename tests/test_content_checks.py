@@ -101,7 +101,8 @@ def test_the_instruction_warning_sees_the_normalised_text(value: str) -> None:
     assert instruction_flags({"name": value}), value
 
 
-@pytest.mark.parametrize("value", ["a\0b", "ab\x1b[2J", "a\nb", "a\tb", "a\x7fb", "a\x85b"])
+@pytest.mark.parametrize("value", ["a\0b", "ab\x1b[2J", "a\nb", "a\tb", "a\x7fb", "a\x85b", "王\u202e士女",
+                                   "a\u2066b"])
 def test_control_characters_are_refused(value: str) -> None:
     with pytest.raises(SmsError) as refused:
         params(value)
@@ -110,6 +111,7 @@ def test_control_characters_are_refused(value: str) -> None:
 
 def test_normalise_text() -> None:
     assert normalise_text("ｅｖｉｌ。ｃｏｍ\u200b  x") == "evil.com x"
+    assert params("👨\u200d👩\u200d👧") == {"name": "👨\u200d👩\u200d👧"}  # a joiner inside an emoji is fine
 
 
 # ------------------------------------------------------------------------------------------ numbers: one rule

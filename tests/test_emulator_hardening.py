@@ -263,11 +263,14 @@ async def test_the_secret_from_a_file_or_the_environment_and_a_warning_for_argv(
     assert "command line" in err and "argv-secret" not in err
 
 
-def test_conflicting_or_missing_secret_sources_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                                           ) -> None:
+def test_conflicting_or_missing_secret_sources_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("s")
     assert main(["--access-key-id", "a", "--access-key-secret", "s", "--access-key-secret-file", str(secret_file)]) == 2
     assert main(["--access-key-id", "a", "--access-key-secret-file", str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert main(["--access-key-id", "a"]) == 2  # no secret anywhere
+    monkeypatch.setenv(SECRET_ENV, "s")
+    assert main([]) == 2  # a secret for no key: refused rather than silently ignored
+    assert main(["--access-key-id", "a", "--access-key-id", "b"]) == 2  # one secret, two keys

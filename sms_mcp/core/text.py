@@ -26,6 +26,11 @@ def normalise_text(value: str) -> str:
     return _SPACES.sub(" ", text.translate(_DOTS))
 
 
+#: Bidirectional overrides and isolates: they reorder what the confirming human sees, and an SMS has no use for them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def control_characters(value: str) -> list[str]:
-    """The control characters in ``value`` (NUL, escape, DEL, C1 controls; tab and newlines too), as ``U+XXXX``."""
-    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc"})
+    """The control characters in ``value`` (NUL, escape, DEL, C1 controls; tab and newlines too) and the bidi
+    overrides/isolates, as ``U+XXXX``."""
+    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS})

@@ -95,7 +95,8 @@ def check_params(template: TemplateInfo, attributes: dict[str, str], params: dic
         if controls:
             raise SmsError("isv.INVALID_JSON_PARAM",
                            f"The value of {name} contains control characters ({', '.join(controls[:5])}).",
-                           "Template values are plain text on one line: remove NUL, escape, tab and line breaks.")
+                           "Template values are plain text on one line: remove NUL, escape, tab, line breaks and "
+                           "direction overrides.")
         host = host_like(value)
         if host:
             raise SmsError("isv.PARAM_NOT_SUPPORT_URL",

@@ -789,6 +789,8 @@ def _secrets(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Map
         log.warning("the AccessKey secret was given on the command line, where every local user can read it "
                     "(ps, /proc); use --access-key-secret-file or %s instead", SECRET_ENV)
         return list(args.access_key_secret)
+    if env.get(SECRET_ENV) and not args.access_key_id:
+        parser.error(f"${SECRET_ENV} is set but no --access-key-id names the key it belongs to")
     if args.access_key_id and env.get(SECRET_ENV):
         if len(args.access_key_id) != 1:
             parser.error(f"${SECRET_ENV} holds one secret: give exactly one --access-key-id with it")
