@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from sms_mcp import __version__
-from sms_mcp.config import ConfigError, Settings, check_data_dir
+from sms_mcp.config import ConfigError, Settings, check_data_dir, unknown_variables
 
 log = logging.getLogger("sms_mcp")
 
@@ -272,6 +272,10 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
         missing["cli"].append(f"aliyun CLI not found ({settings.aliyun_bin!r}); install it from "
                               "https://help.aliyun.com/zh/cli/ or set SMS_MCP_ALIYUN_BIN")
     report["missing_for_real_backends"] = missing
+    typos, others = unknown_variables()
+    if typos or others:
+        report["unknown_variables"] = typos + others
+        status = 1 if typos else status
     report["policy"] = {
         "confirm_mode": settings.confirm_mode, "confirm_ttl_seconds": settings.confirm_ttl_seconds,
         "read_only": settings.read_only, "allow_promotional": settings.allow_promotional,
@@ -358,9 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command == "serve":
             settings = Settings.from_env()
+            typos, others = unknown_variables()
             problem = check_data_dir(settings.data_dir)
-            if problem:
-                raise ConfigError(problem)
+            if typos or problem:
+                raise ConfigError([*typos, *([problem] if problem else [])])
+            for line in others:
+                print(f"sms-mcp: warning: {line}", file=sys.stderr)
             raise SystemExit(serve(settings))
         if command == "demo":
             raise SystemExit(demo(args))

@@ -25,6 +25,7 @@ README.md's configuration table and to .env.example.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import ipaddress
 import os
 import re
@@ -379,6 +380,32 @@ def _error_lines(cls: type[Settings], err: ValidationError, given: Mapping[str, 
         allowed = info.description or "see README.md"
         lines.append(f"{variables[field]}={shown}: {message}; allowed: {allowed}")
     return lines or [str(err).splitlines()[0]]
+
+
+#: ``SMS_MCP_*`` variables read by other programs (the tests' host tools, the HTTP emulator), not by the server.
+NOT_SETTINGS = frozenset({"SMS_MCP_HOST_TOOLS", "SMS_MCP_EMULATOR_ACCESS_KEY_SECRET"})
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """``SMS_MCP_*`` variables that set nothing: ``(typos, others)``, one line each.
+
+    A typo of a real setting (``SMS_MCP_ALLOWED_NUMBER``, ``SMS_MCP_READONLY``) is an error: the operator believes a
+    policy is in force that is not. Any other unknown name is only worth a warning (a newer or older version's)."""
+    env = os.environ if env is None else env
+    known = set(Settings.variables().values()) | NOT_SETTINGS
+    typos: list[str] = []
+    others: list[str] = []
+    for name in sorted(env):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known - NOT_SETTINGS), n=1, cutoff=0.85)
+        if close:
+            typos.append(f"{echo(name, 60)} is not a setting of sms-mcp; allowed: the variables in README.md "
+                         f"(did you mean {close[0]}? as written it would be ignored)")
+        else:
+            others.append(f"{echo(name, 60)} is not a setting of sms-mcp; it is ignored")
+    return typos, others
 
 
 def check_data_dir(path: Path) -> str | None:

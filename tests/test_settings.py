@@ -214,3 +214,26 @@ def test_doctor_fails_when_the_openapi_backend_cannot_work(
         assert done.returncode == 1 and code in done.stdout, done.stdout
         assert "cannot work" in done.stdout
     assert DEMO_ACCESS_KEY_SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("typo", ["SMS_MCP_ALLOWED_NUMBER", "SMS_MCP_READONLY", "sms_mcp_daily_limits"])
+def test_a_misspelt_policy_variable_refuses_to_start(tmp_path: Path, typo: str) -> None:
+    env = {**base_env(tmp_path), "SMS_MCP_BACKEND": "sandbox", typo: "+8613800138000"}
+    for command in ("serve", "doctor"):
+        done = run(command, env)
+        assert done.returncode != 0 and "did you mean SMS_MCP_" in done.stdout + done.stderr, (command, done)
+        assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_an_unrelated_unknown_variable_is_only_a_warning(tmp_path: Path) -> None:
+    env = {**base_env(tmp_path), "SMS_MCP_BACKEND": "sandbox", "SMS_MCP_SOMETHING_FROM_THE_FUTURE": "1",
+           "SMS_MCP_HOST_TOOLS": "/x"}
+    done = run("serve", env)  # stdin is empty: serves, sees EOF, exits 0
+    assert done.returncode == 0, done.stderr
+    assert "SMS_MCP_SOMETHING_FROM_THE_FUTURE' is not a setting" in done.stderr
+    assert "SMS_MCP_HOST_TOOLS" not in done.stderr
+
+
+def test_doctor_fails_for_the_cli_backend_without_the_cli(tmp_path: Path) -> None:
+    done = run("doctor", {**base_env(tmp_path), "SMS_MCP_BACKEND": "cli", "SMS_MCP_ALIYUN_BIN": str(tmp_path / "no")})
+    assert done.returncode == 1 and "aliyun CLI not found" in done.stdout and "Traceback" not in done.stderr
