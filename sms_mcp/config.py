@@ -206,6 +206,9 @@ class Settings(BaseSettings):
         None, max_length=300, description="https://host, http://host:port or host[:port]")
     read_timeout: float = _finite(3.0, 0.1, 300)
     connect_timeout: float = _finite(5.0, 0.1, 120)
+    # A PEM file of CA certificates the openapi backend trusts instead of the system/certifi ones (TLS is always
+    # verified; SSL_CERT_FILE is honoured when this is unset). Its content is checked when the backend starts.
+    ca_bundle: Path | None = Field(None, description="the path of a PEM file of CA certificates")
     # aliyun CLI backend.
     aliyun_bin: str = Field("aliyun", min_length=1, max_length=4096,
                             description="the aliyun program's name on PATH or its path")
@@ -285,9 +288,9 @@ class Settings(BaseSettings):
         folded = value.strip().upper() if isinstance(value, str) else value
         return folded if folded in LOG_LEVELS else value
 
-    @field_validator("data_dir", mode="before")
+    @field_validator("data_dir", "ca_bundle", mode="before")
     @classmethod
-    def _expand_data_dir(cls, value: Any) -> Any:
+    def _expand_path(cls, value: Any) -> Any:
         if isinstance(value, (str, Path)):
             text = str(value)
             if "\0" in text:
