@@ -181,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
     server: ScriptedServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # stdout carries the one "listening" line; requests go to the JSON log
 
     def _send(self, status: int, content_type: str, payload: bytes) -> None:
@@ -191,7 +191,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
             self._send(200, "application/json", json.dumps(
                 {"object": "list", "data": [{"id": MODEL, "object": "model", "type": "model",
@@ -199,10 +199,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(404, "application/json", b'{"error": {"type": "not_found", "message": "not found"}}')
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._send(200, "text/plain", b"")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
