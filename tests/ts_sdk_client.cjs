@@ -3,6 +3,7 @@
 // answer per stdout line, so the assertions live in Python and the protocol work is done by the TS SDK:
 //   {"call": "<tool>", "arguments": {...}}     -> {"ok": true, "isError": bool, "structured": ..., "text": "..."}
 //   {"elicit": "accept" | "decline" | "cancel", "content": {...}}  sets how the "human" answers elicitations
+//   {"peek": true}                              -> only the elicitations seen so far
 //   {"close": true}                             -> closes the client (and so the server's stdin)
 // Every answer carries "elicitations": the messages of the elicitation requests seen so far.
 // Usage: node ts_sdk_client.cjs <node_modules dir holding the SDK> <server command> [args...]
@@ -49,8 +50,12 @@ async function main() {
     try {
       if (command.close) {
         await client.close();
-        reply({ ok: true, closed: true });
+        process.stdout.write(JSON.stringify({ ok: true, closed: true, elicitations }) + "\n", () => process.exit(0));
         return;
+      }
+      if (command.peek) {
+        reply({ ok: true });
+        continue;
       }
       if (command.elicit) {
         human = { action: command.elicit, content: command.content };
