@@ -158,3 +158,18 @@ def test_the_skill_folder_holds_only_the_skill() -> None:
     assert [p.name for p in files] == ["SKILL.md"]
     assert not (REPO / "SKILL.md").exists()
     assert "skills/" in (REPO / ".mcpbignore").read_text().split()
+
+
+def test_readme_host_commands_pin_the_versions_ci_runs() -> None:
+    """Every `npx PKG` / `npm install -g PKG` in the README names a version, and it is the one .ci/run installs and
+    the host tests run (an unpinned npx on an older Node silently installs an old release)."""
+    text = (REPO / "README.md").read_text()
+    readme = "\n".join(re.findall(r"```.*?```|`[^`\n]+`", text, re.S))  # the commands: code blocks and spans
+    ci = (REPO / ".ci" / "run").read_text()
+    pinned_in_ci = dict(re.findall(r"\s((?:@[\w.-]+/)?[\w.-]+)@(\d[\w.-]*)", ci))
+    commands = re.findall(r"(?:npx|npm install -g) ((?:@[\w.-]+/)?[\w.-]+)(@[\w.-]+)?", readme)
+    assert {name for name, _ in commands} >= {"openclaw", "@anthropic-ai/claude-code", "mcporter",
+                                              "@modelcontextprotocol/inspector", "@anthropic-ai/mcpb"}
+    for name, version in commands:
+        assert version, f"README: {name} is not pinned"
+        assert pinned_in_ci.get(name) == version[1:], (name, version, pinned_in_ci.get(name))
