@@ -192,3 +192,17 @@ def test_doctor_names_the_ignored_variable(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in proc.stdout
     assert "RealSecretPrefix" not in proc.stdout + proc.stderr and "LTAI5tRealPrefix" not in proc.stdout
+
+
+def test_the_aliyun_cli_never_sees_placeholder_credentials() -> None:
+    """The CLI backend's child environment drops them too, so `aliyun` falls back to its profile instead of
+    signing with `${ALIBABA_CLOUD_ACCESS_KEY_ID}`."""
+    from sms_mcp.wire.aliyun_cli import AliyunCliTransport
+
+    base = {**UNEXPANDED, "ALIBABA_CLOUD_PROFILE": "sms", "PATH": "/usr/bin", "HOME": "/nonexistent"}
+    env = AliyunCliTransport(env=base).child_env()
+    assert not set(UNEXPANDED) & set(env)
+    assert env["ALIBABA_CLOUD_PROFILE"] == "sms" and env["ALIBABA_CLOUD_CLI_AI_MODE"] == "1"
+    real = {**base, "ALIBABA_CLOUD_ACCESS_KEY_ID": ENV_KEY[0], "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ENV_KEY[1]}
+    env = AliyunCliTransport(env=real).child_env()
+    assert env["ALIBABA_CLOUD_ACCESS_KEY_ID"] == ENV_KEY[0] and env["ALIBABA_CLOUD_ACCESS_KEY_SECRET"] == ENV_KEY[1]
