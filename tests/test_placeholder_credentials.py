@@ -24,6 +24,7 @@ from test_credentials import CLI_KEY, ENV_KEY, emu, run_probe, write_cli_config 
 from sms_mcp.emulator.http import EmulatorServer
 from sms_mcp.wire.credentials import (
     CREDENTIAL_VARS,
+    ecs_role_opted_in,
     find_credentials,
     placeholder_kind,
     placeholder_notice,
@@ -104,6 +105,15 @@ def test_notice_names_variables_not_values() -> None:
     assert placeholder_notice({"ALIBABA_CLOUD_ACCESS_KEY_ID": "", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": " "}) is None
     assert placeholder_notice({}) is None
     assert placeholder_notice({"SMS_MCP_ALLOWED_NUMBERS": "${X}"}) is None  # only credential variables
+
+
+def test_a_placeholder_never_opts_into_the_ecs_metadata_probe() -> None:
+    for var in ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "ALIBABA_CLOUD_ECS_METADATA"):
+        env = {var: f"${{{var}}}"}
+        assert not ecs_role_opted_in(env)
+        prepare_environment(env)
+        assert env["ALIBABA_CLOUD_ECS_METADATA_DISABLED"] == "true"
+    assert ecs_role_opted_in({"ALIBABA_CLOUD_ECS_METADATA_DISABLED": "false"})  # a real "false" still opts in
 
 
 def test_prepare_environment_removes_only_placeholders() -> None:

@@ -143,9 +143,10 @@ def ecs_role_opted_in(env: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if env is None else env
     explicit = env.get(ECS_DISABLED_VAR, "").strip()
-    if explicit:
+    if explicit and placeholder_kind(explicit) is None:  # `${ALIBABA_CLOUD_ECS_METADATA_DISABLED}` asks nothing
         return explicit.lower() != "true"
-    return bool(env.get(ECS_ROLE_VAR, "").strip())
+    role = env.get(ECS_ROLE_VAR, "").strip()
+    return bool(role) and placeholder_kind(role) is None
 
 
 def _home(env: Mapping[str, str]) -> Path:
