@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from host_tools import REPO, SERVER, host_tool, run
+from host_tools import REPO, SERVER, host_tool, located, run
 from mcp import Client
 
 from sms_mcp.config import Settings
@@ -38,12 +38,13 @@ def tool_names() -> set[str]:
 
 # ----------------------------------------------------------------------------------------------- Inspector
 class Inspector:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.base = [host_tool("inspector"), "--cli", "-e", f"SMS_MCP_DATA_DIR={data_dir}", "-e",
                      "SMS_MCP_SANDBOX_RECEIPT_DELAY=0", "-e", "SMS_MCP_BACKEND=sandbox", SERVER]
+        self.env = env
 
     def __call__(self, *args: str, ok: bool = True) -> dict[str, Any]:
-        proc = run([*self.base, *args, "--format", "json", "-q"], ok=ok)
+        proc = run([*self.base, *args, "--format", "json", "-q"], env=self.env, ok=ok)
         return json.loads(proc.stdout)
 
     def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +94,9 @@ def test_inspector_two_step_send(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- mcporter
-def mcporter(data_dir: Path, name: str, arguments: dict[str, Any], ok: bool = True) -> Any:
-    env = {**os.environ, "SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0",
+def mcporter(data_dir: Path, name: str, arguments: dict[str, Any], ok: bool = True,
+             base_env: dict[str, str] | None = None) -> Any:
+    env = {**(base_env or os.environ), "SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0",
            "SMS_MCP_BACKEND": "sandbox", "HOME": str(data_dir)}
     proc = run([host_tool("mcporter"), "call", "--stdio", SERVER, name, "--args", json.dumps(arguments),
                 "--output", "json"], env=env, ok=ok)
@@ -111,6 +113,20 @@ def test_mcporter_read_and_two_step_send(tmp_path: Path) -> None:
     changed = mcporter(tmp_path, "send_sms", {**SEND, "phone_numbers": ["13712345679"],
                                               "confirm_token": plan["confirm_token"]}, ok=False)
     assert changed.returncode == 1 and "TOKEN_ARGUMENT_MISMATCH" in changed.stdout + changed.stderr
+
+
+def test_inspector_and_mcporter_on_node24(tmp_path: Path) -> None:
+    """CI's Node is 20 (below what both packages declare); they are also run on the Node 24 OpenClaw uses."""
+    node24 = located("SMS_MCP_NODE24")
+    env = {**os.environ, "PATH": f"{node24.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    assert run(["node", "--version"], env=env).stdout.startswith("v24.")  # the tools' `#!/usr/bin/env node`
+    inspector = Inspector(tmp_path / "inspector", env)
+    assert {t["name"] for t in inspector("--method", "tools/list")["result"]["tools"]} == tool_names()
+    plan = inspector.call("send_sms", SEND)
+    assert inspector.call("send_sms", {**SEND, "confirm_token": plan["confirm_token"]})["status"] == "accepted"
+    plan = mcporter(tmp_path / "mcporter", "send_sms", SEND, base_env=env)
+    sent = mcporter(tmp_path / "mcporter", "send_sms", {**SEND, "confirm_token": plan["confirm_token"]}, base_env=env)
+    assert sent["status"] == "accepted"
 
 
 # ----------------------------------------------------------------------------------------------- MCPB, SKILL.md
