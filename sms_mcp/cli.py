@@ -259,8 +259,11 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
         status = 1
     missing: dict[str, list[str]] = {"openapi": [], "cli": []}
     try:
-        from sms_mcp.wire.credentials import find_credentials
+        from sms_mcp.wire.credentials import find_credentials, placeholder_notice
 
+        ignored = placeholder_notice()
+        if ignored is not None:  # e.g. ALIBABA_CLOUD_ACCESS_KEY_ID='${ALIBABA_CLOUD_ACCESS_KEY_ID}' from a host
+            report["placeholder_credentials"] = ignored
         found = find_credentials()
         if found is None:
             missing["openapi"].append("credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "

@@ -114,7 +114,9 @@ class SmsService:
         return self.transport.name
 
     def _served(self) -> dict[str, Any]:
-        return {"backend": self.backend, "notice": SANDBOX_NOTICE if self.backend == "sandbox" else None}
+        # A transport may carry its own notice (wire/factory.py: credential variables ignored as placeholders).
+        notices = [SANDBOX_NOTICE if self.backend == "sandbox" else None, getattr(self.transport, "notice", None)]
+        return {"backend": self.backend, "notice": " ".join(n for n in notices if n) or None}
 
     async def _read(
         self, action: str, params: dict[str, str], *, not_found: tuple[str, SmsError] | None = None
