@@ -381,12 +381,15 @@ def _error_lines(cls: type[Settings], err: ValidationError, given: Mapping[str, 
         if len(loc) > 1 and isinstance(loc[1], int) and not secret:
             shown = f"{shown} (item {loc[1] + 1})"
         allowed = info.description or "see README.md"
+        if isinstance(value, str) and re.search(r"\$\{|^\$[A-Za-z_]\w*$", value.strip()):
+            message += " (it looks like an unexpanded ${…} reference: the host did not substitute it)"
         lines.append(f"{variables[field]}={shown}: {message}; allowed: {allowed}")
     return lines or [str(err).splitlines()[0]]
 
 
-#: ``SMS_MCP_*`` variables read by other programs (the tests' host tools, the HTTP emulator), not by the server.
-NOT_SETTINGS = frozenset({"SMS_MCP_HOST_TOOLS", "SMS_MCP_EMULATOR_ACCESS_KEY_SECRET"})
+#: ``SMS_MCP_*`` variables read by other programs (the HTTP emulator, the tests' host tooling), not by the server.
+NOT_SETTINGS = frozenset({"SMS_MCP_EMULATOR_ACCESS_KEY_SECRET", "SMS_MCP_HOST_TOOLS", "SMS_MCP_NODE24",
+                          "SMS_MCP_OPENCLAW", "SMS_MCP_CLAUDE", "SMS_MCP_SERVER_ENV"})
 
 
 def unknown_variables(env: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:

@@ -82,6 +82,14 @@ def test_echoes_are_bounded_and_never_carry_a_password() -> None:
     assert "hunter2" not in line and "admin" not in line and "***@" in line
 
 
+def test_an_unexpanded_host_placeholder_is_named_as_such() -> None:
+    # A host passes "${VAR}" through literally when VAR is unset: an allow-list must not silently become "none".
+    (line,) = refusal({"SMS_MCP_ALLOWED_NUMBERS": "${SMS_ALLOWED}"})
+    assert line.startswith("SMS_MCP_ALLOWED_NUMBERS='${SMS_ALLOWED}'") and "unexpanded" in line
+    (line,) = refusal({"SMS_MCP_LOG_LEVEL": "$LEVEL"})
+    assert "unexpanded" in line
+
+
 def test_good_values_are_parsed_and_blank_means_default() -> None:
     s = Settings.from_env({"SMS_MCP_BACKEND": " OpenAPI ", "SMS_MCP_LOG_LEVEL": "debug", "SMS_MCP_READ_ONLY": "on",
                            "SMS_MCP_CONFIRM_TTL_SECONDS": " ", "SMS_MCP_ENDPOINT": "http://[::1]:8080",
