@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from sms_mcp import __version__
-from sms_mcp.config import ConfigError, Settings
+from sms_mcp.config import ConfigError, Settings, check_data_dir, unknown_variables
 
 log = logging.getLogger("sms_mcp")
 
@@ -43,6 +43,8 @@ class AbandonableStdin:
         # A private duplicate of fd 0: the SDK points fd 0 at /dev/null while serving.
         self._file = io.TextIOWrapper(os.fdopen(os.dup(0), "rb", buffering=0), encoding="utf-8",
                                       errors="replace")
+        #: Where answers to unreadable requests go (the SDK drops them unanswered); set once stdio is up.
+        self.answers: Any = None
 
     def __aiter__(self) -> AbandonableStdin:
         return self
@@ -50,10 +52,20 @@ class AbandonableStdin:
     async def __anext__(self) -> str:
         import anyio
 
-        line = await anyio.to_thread.run_sync(self._file.readline, abandon_on_cancel=True)
-        if not line:
-            raise StopAsyncIteration
-        return line
+        while True:
+            line = await anyio.to_thread.run_sync(self._file.readline, abandon_on_cancel=True)
+            if not line:
+                raise StopAsyncIteration
+            if self.answers is not None:
+                from sms_mcp.protocol_guards import answer_for_unreadable_request
+
+                answer = answer_for_unreadable_request(line)
+                if answer is not None:
+                    from mcp.shared.message import SessionMessage
+
+                    await self.answers.send(SessionMessage(answer))
+                    continue
+            return line
 
 
 async def serve_stdio(server: Any) -> None:
@@ -62,7 +74,9 @@ async def serve_stdio(server: Any) -> None:
     from mcp.server.stdio import stdio_server
 
     lowlevel = server._lowlevel_server  # mcp 2.x: no public hook to pass our own stdin
-    async with stdio_server(stdin=AbandonableStdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
+    stdin = AbandonableStdin()
+    async with stdio_server(stdin=stdin) as (read_stream, write_stream):  # type: ignore[arg-type]
+        stdin.answers = write_stream  # unreadable requests get their JSON-RPC error on the protocol's own writer
         await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
@@ -245,18 +259,19 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
     name, why = resolve_backend(settings)
     report["backend"] = {"selected": name, "why": why, "setting": settings.backend}
     data_dir = settings.data_dir
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / ".doctor-probe"
-        probe.write_text("ok")
-        probe.unlink()
-        report["data_dir"] = {"path": str(data_dir), "writable": True}
-    except OSError as err:
-        report["data_dir"] = {"path": str(data_dir), "writable": False, "error": str(err)}
+    status = 0
+    data_dir_problem = check_data_dir(data_dir)
+    report["data_dir"] = {"path": str(data_dir), "writable": data_dir_problem is None}
+    if data_dir_problem:
+        report["data_dir"]["error"] = data_dir_problem
+        status = 1
     missing: dict[str, list[str]] = {"openapi": [], "cli": []}
     try:
-        from sms_mcp.wire.credentials import find_credentials
+        from sms_mcp.wire.credentials import find_credentials, placeholder_notice
 
+        ignored = placeholder_notice()
+        if ignored is not None:  # e.g. ALIBABA_CLOUD_ACCESS_KEY_ID='${ALIBABA_CLOUD_ACCESS_KEY_ID}' from a host
+            report["placeholder_credentials"] = ignored
         found = find_credentials()
         if found is None:
             missing["openapi"].append("credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
@@ -269,20 +284,33 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
                               "https://help.aliyun.com/zh/cli/ or set SMS_MCP_ALIYUN_BIN")
     report["missing_for_real_backends"] = missing
     report["ledger"], ledger_ok = await _ledger_report(settings)
+    status = status if ledger_ok else 1
+    typos, others = unknown_variables()
+    if typos or others:
+        report["unknown_variables"] = typos + others
+        status = 1 if typos else status
     report["policy"] = {
         "confirm_mode": settings.confirm_mode, "confirm_ttl_seconds": settings.confirm_ttl_seconds,
         "read_only": settings.read_only, "allow_promotional": settings.allow_promotional,
-        "allowed_numbers": len(settings.allowed_numbers), "max_recipients": settings.max_recipients,
+        "allowed_numbers": allow_list_for_display(settings.allowed_numbers) or "any number",
+        "max_recipients": settings.max_recipients,
         "daily_limit": settings.daily_limit,
     }
-    status = 0 if ledger_ok else 1
     try:
+        if data_dir_problem and name == "sandbox":
+            raise OSError(data_dir_problem)  # the sandbox keeps its state there: it cannot work
         transport = make_transport(settings, name)
         diagnose = getattr(transport, "diagnose", None)
         if callable(diagnose):
             report["backend"]["diagnosis"] = await diagnose()
     except Exception as err:
         report["backend"]["error"] = str(err)
+        status = 1
+    # The selected backend must be able to work: a wrong secret, missing credentials, a missing CLI are failures.
+    diagnosis = report["backend"].get("diagnosis") or {}
+    if isinstance(diagnosis, dict) and (diagnosis.get("error") or diagnosis.get("problems")):
+        status = 1
+    if missing.get(name):
         status = 1
     if as_json:
         print(json.dumps(report, indent=2, ensure_ascii=False, default=str))
@@ -295,6 +323,8 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
             print(f"{key}: {json.dumps(value, ensure_ascii=False, default=str)}")
         if name == "sandbox":
             print("note: the sandbox sends no real SMS.")
+        if status:
+            print(f"doctor: the selected backend ({name}) or the data directory cannot work; see above.")
     return status
 
 
@@ -323,6 +353,22 @@ async def _ledger_report(settings: Settings) -> tuple[dict[str, Any], bool]:
         print(f"sms-mcp doctor: {warning}", file=sys.stderr)
         report["warning"] = warning
     return report, True
+
+
+def allow_list_for_display(entries: tuple[str, ...]) -> list[str]:
+    """The normalised allow-list, full numbers masked (``+86 138****8000``), patterns as written (``+86138*``)."""
+    import phonenumbers
+
+    from sms_mcp.core.phones import mask
+
+    shown: list[str] = []
+    for entry in entries:
+        if entry.endswith("*"):
+            shown.append(entry)
+            continue
+        parsed = phonenumbers.parse(entry, None)
+        shown.append(f"+{parsed.country_code} {mask(str(parsed.national_number))}")
+    return shown
 
 
 def doctor(argv: list[str]) -> int:
@@ -355,7 +401,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
     try:
         if command == "serve":
-            raise SystemExit(serve(Settings.from_env()))
+            settings = Settings.from_env()
+            typos, others = unknown_variables()
+            problem = check_data_dir(settings.data_dir)
+            if typos or problem:
+                raise ConfigError([*typos, *([problem] if problem else [])])
+            for line in others:
+                print(f"sms-mcp: warning: {line}", file=sys.stderr)
+            raise SystemExit(serve(settings))
         if command == "demo":
             raise SystemExit(demo(args))
         if command == "doctor":
@@ -365,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
 
             raise SystemExit(emulator_main(args))
     except ConfigError as err:
-        print(f"sms-mcp: configuration error: {err}", file=sys.stderr)
+        # One line per bad value, each naming the variable, the value and what is allowed; no traceback.
+        for line in err.lines:
+            print(f"sms-mcp: configuration error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     print(USAGE, file=sys.stderr)
     raise SystemExit(2)

@@ -5,9 +5,8 @@ as an error result (``isError``) whose text is exactly ``[code] meaning Next ste
 raised as ``ToolError``, which the SDK would prefix with ``Error executing tool <name>:``.
 """
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -40,6 +39,7 @@ from sms_mcp.core.models import (
 )
 from sms_mcp.core.ports import LOCAL_PRINCIPAL, LedgerPort, LedgerUnavailable, Principal
 from sms_mcp.core.service import SmsService, ledger_unavailable
+from sms_mcp.protocol_guards import RefuseUnknownArguments
 from sms_mcp.wire.base import Transport
 from sms_mcp.wire.factory import make_transport, resolve_backend
 
@@ -193,32 +193,6 @@ def confirmation_question(plan: Plan) -> str:
     ]
     lines.extend(f"Warning: {w}" for w in plan.warnings)
     return "\n".join(lines)
-
-
-class RefuseUnknownArguments:
-    """Arguments a tool does not declare are refused, not silently dropped: nothing the model adds (say,
-    ``read_only: false``) can look as if it had an effect."""
-
-    def __init__(self, allowed: dict[str, frozenset[str]]) -> None:
-        self.allowed = allowed
-
-    async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        params = ctx.params if isinstance(ctx.params, Mapping) else None
-        if ctx.method == "tools/call" and params is not None:
-            name, arguments = params.get("name"), params.get("arguments") or {}
-            if name in self.allowed and isinstance(arguments, Mapping):
-                unknown = sorted(set(arguments) - self.allowed[name])
-                if unknown:
-                    text = (f"[sms_mcp.UNKNOWN_ARGUMENT] {name} has no argument(s) {', '.join(unknown)}; nothing "
-                            f"was done. Next step: use only {', '.join(sorted(self.allowed[name]))}. Policies "
-                            "(allow-list, read-only, limits) are server configuration and cannot be passed.")
-                    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
-        return await call_next(ctx)
-
-
-def _public_arguments(fn: Callable[..., Any]) -> frozenset[str]:
-    hidden = {"ctx", "human"}
-    return frozenset(n for n in inspect.signature(fn).parameters if n not in hidden)
 
 
 def build_server(
@@ -504,8 +478,6 @@ def build_server(
         """Walks an agent through sending a one-time verification code safely."""
         return VERIFICATION_PROMPT.format(phone_number=phone_number)
 
-    server.middleware.append(RefuseUnknownArguments({
-        fn.__name__: _public_arguments(fn) for fn in (list_signs, list_templates, send_sms, send_batch_sms,
-                                                      query_details, query_statistics, qualification)
-    }))
+    server.middleware.append(RefuseUnknownArguments.for_tools(
+        (list_signs, list_templates, send_sms, send_batch_sms, query_details, query_statistics, qualification)))
     return server

@@ -62,9 +62,15 @@ class Box:
             return db.execute("SELECT state FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()[0]
 
 
+def reconcile_at_once(settings: Settings) -> Settings:
+    """Tests settle an unknown send at once. The setting itself refuses a grace below the timeouts plus a margin
+    (config.py), so this is a copy made after validation, for tests only."""
+    return settings.model_copy(update={"reconcile_grace_seconds": 0.0})
+
+
 def sandbox_settings(data_dir: Path, **env: str) -> Settings:
-    return Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
-                              "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", "SMS_MCP_RECONCILE_GRACE_SECONDS": "0", **env})
+    return reconcile_at_once(Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
+                                                "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", **env}))
 
 
 @asynccontextmanager

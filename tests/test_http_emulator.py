@@ -35,6 +35,8 @@ from sms_mcp.wire.base import GatewayError
 from sms_mcp.wire.openapi import OpenApiTransport
 
 REPO = Path(__file__).resolve().parents[1]
+#: The admin API takes JSON bodies only.
+JSON = {"content-type": "application/json"}
 
 
 def http(
@@ -171,7 +173,7 @@ def test_admin_faults_roundtrip(emu: EmulatorServer) -> None:
     assert (status, json.loads(body)["Code"]) == (503, "ServiceUnavailable")
 
     replace = {"faults": [{"kind": "throttle"}, {"kind": "delay_after", "seconds": 0.01}], "replace": True}
-    status, _, body = http(f"{emu.url}/_emulator/faults", "POST", json.dumps(replace).encode())
+    status, _, body = http(f"{emu.url}/_emulator/faults", "POST", json.dumps(replace).encode(), JSON)
     assert [f["kind"] for f in json.loads(body)["faults"]] == ["throttle", "delay_after"]
     assert http(f"{emu.url}/_emulator/faults", "DELETE")[0] == 200
     assert json.loads(http(f"{emu.url}/_emulator/faults")[2]) == {"faults": []}
@@ -182,7 +184,7 @@ def test_admin_faults_roundtrip(emu: EmulatorServer) -> None:
     [{"kind": "explode"}, {"kind": "throttle", "action": "NoSuchAction"}, {"kind": "throttle", "count": 0}, [1]],
 )
 def test_admin_rejects_bad_faults(emu: EmulatorServer, payload: Any) -> None:
-    status, _, body = http(f"{emu.url}/_emulator/faults", "POST", json.dumps(payload).encode())
+    status, _, body = http(f"{emu.url}/_emulator/faults", "POST", json.dumps(payload).encode(), JSON)
     assert status == 400 and "error" in json.loads(body)
     assert emu.faults.snapshot() == []
 

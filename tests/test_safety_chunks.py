@@ -15,6 +15,7 @@ from alibabacloud_credentials.models import Config as CredentialConfig
 from mcp import Client
 from mcp_harness import call_ok as call
 from mcp_harness import call_refused as error
+from mcp_harness import reconcile_at_once
 
 from sms_mcp.config import Settings
 from sms_mcp.emulator.http import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, EmulatorServer
@@ -38,9 +39,8 @@ def bulk(nums: list[str], **extra: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def sandbox(data_dir: Path, era: str = "auto", **env: str) -> AsyncIterator[tuple[Client, SandboxTransport]]:
-    settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
-                                  "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", "SMS_MCP_RECONCILE_GRACE_SECONDS": "0",
-                                  **env})
+    settings = reconcile_at_once(Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "sandbox",
+                                                    "SMS_MCP_SANDBOX_RECEIPT_DELAY": "0", **env}))
     transport = SandboxTransport.from_settings(settings)
     async with Client(build_server(settings, transport), mode=era) as client:  # type: ignore[arg-type]
         yield client, transport
@@ -157,8 +157,8 @@ async def test_default_cap_is_10000(tmp_path: Path) -> None:
 
 @asynccontextmanager
 async def over_http(emu: EmulatorServer, data_dir: Path) -> AsyncIterator[Client]:
-    settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "openapi",
-                                  "SMS_MCP_ENDPOINT": emu.url, "SMS_MCP_RECONCILE_GRACE_SECONDS": "0"})
+    settings = reconcile_at_once(Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "openapi",
+                                                    "SMS_MCP_ENDPOINT": emu.url}))
     credential = CredentialClient(CredentialConfig(type="access_key", access_key_id=DEMO_ACCESS_KEY_ID,
                                                    access_key_secret=DEMO_ACCESS_KEY_SECRET))
     async with Client(build_server(settings, OpenApiTransport(settings, credential=credential))) as client:

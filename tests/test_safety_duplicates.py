@@ -29,6 +29,7 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp_harness import call_ok as call
 from mcp_harness import call_refused as error
+from mcp_harness import reconcile_at_once
 
 from sms_mcp.config import Settings
 from sms_mcp.core.service import SmsService
@@ -68,8 +69,8 @@ def audit_events(data_dir: Path, plan_id: str) -> list[str]:
 
 
 def openapi_settings(emu: EmulatorServer, data_dir: Path, **env: str) -> Settings:
-    return Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "openapi",
-                              "SMS_MCP_ENDPOINT": emu.url, "SMS_MCP_RECONCILE_GRACE_SECONDS": "0", **env})
+    return reconcile_at_once(Settings.from_env({"SMS_MCP_DATA_DIR": str(data_dir), "SMS_MCP_BACKEND": "openapi",
+                                                "SMS_MCP_ENDPOINT": emu.url, **env}))
 
 
 @asynccontextmanager
@@ -89,7 +90,10 @@ def serve_env(emu: EmulatorServer, tmp_path: Path) -> dict[str, str]:
            if not k.startswith(("ALIBABA_CLOUD_", "SMS_MCP_")) and k not in PROXY_VARS}
     env.update({
         "SMS_MCP_BACKEND": "openapi", "SMS_MCP_ENDPOINT": emu.url, "SMS_MCP_DATA_DIR": str(tmp_path / "data"),
-        "SMS_MCP_RECONCILE_GRACE_SECONDS": "0", "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
+        # The shortest grace the settings accept (connect 1 + read 3 + the 5 s margin): a real process cannot be
+        # given less, so a test that needs "not_sent" waits for it.
+        "SMS_MCP_CONNECT_TIMEOUT": "1", "SMS_MCP_RECONCILE_GRACE_SECONDS": "9",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
         "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET, "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true",
         "HOME": str(tmp_path), "NO_PROXY": "127.0.0.1,localhost",
     })
@@ -373,6 +377,10 @@ async def test_sigkill_mid_send_then_a_new_process_reconciles(
         assert ledger_rows(data, plan["plan_id"])[1][0][0] == "unknown"
         report = await call(client, "query_details", {"plan_id": plan["plan_id"]})
         expected = "accepted" if reached else "not_sent"
+        with anyio.fail_after(30):  # "no record" counts only once the grace has passed since the attempt
+            while not reached and [r["after"] for r in report["reconciled"]] != ["not_sent"]:
+                await anyio.sleep(0.5)
+                report = await call(client, "query_details", {"plan_id": plan["plan_id"]})
         assert [(r["before"], r["after"]) for r in report["reconciled"]] == [("unknown", expected)]
         assert report["plan_status"] == expected
         if not reached:

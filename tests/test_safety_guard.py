@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_harness import reconcile_at_once
 
 from sms_mcp.config import Settings
 from sms_mcp.core.errors import SmsError
@@ -29,7 +30,7 @@ class LostAnswers(SandboxTransport):
 
 
 async def test_reordered_numbers_or_new_out_id_cannot_bypass_an_unreconciled_plan(tmp_path: Path) -> None:
-    settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(tmp_path), "SMS_MCP_RECONCILE_GRACE_SECONDS": "0"})
+    settings = reconcile_at_once(Settings.from_env({"SMS_MCP_DATA_DIR": str(tmp_path)}))
     transport = LostAnswers(EmulatorCore(tmp_path / "sandbox.sqlite3", receipt_delay=0))
     service = SmsService(settings, transport)
     plan = await service.send_sms(["13712340001", "13712340002"], **ARGS)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sms_mcp.core.errors import SmsError
+from sms_mcp.core.text import normalise_text
 
 _SEPARATORS = re.compile(r"[\s\-().]")
-_MAINLAND = re.compile(r"^(?:\+?86|0086)?(1\d{10})$")
+_MAINLAND = re.compile(r"^(?:\+?86|0086)?(1[0-9]{10})$")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def parse_phone(raw: str) -> Phone:
     import phonenumbers
 
     mobile_types = {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
-    text = _SEPARATORS.sub("", str(raw).strip())
+    text = canonical_digits(raw)
     bad = SmsError(
         "isv.MOBILE_NUMBER_ILLEGAL",
         f"{mask(text) or 'an empty value'} is not a valid mobile number.",
@@ -54,7 +56,7 @@ def parse_phone(raw: str) -> Phone:
         "(optionally +86); international numbers start with + and the country code. Never invent or reuse "
         "an example number.",
     )
-    if not text or not re.fullmatch(r"\+?\d{6,20}", text):
+    if not text or not re.fullmatch(r"\+?[0-9]{6,20}", text):
         raise bad
     mainland = _MAINLAND.match(text)
     if mainland:
@@ -77,6 +79,53 @@ def parse_phone(raw: str) -> Phone:
     if parsed.country_code == 86:
         return Phone(wire=national, e164=e164, region="CN", domestic=True)
     return Phone(wire=f"{parsed.country_code}{national}", e164=e164, region=region, domestic=False)
+
+
+def canonical_digits(raw: object) -> str:
+    """One rule for every way of typing a number: NFKC (full-width ``＋８６１３８…`` and ``１３８…`` become ASCII),
+    format characters (zero-width spaces) and separators (spaces, ``-``, ``.``, brackets) removed. What is left must
+    be ASCII digits with an optional leading ``+``; other scripts' digits are not folded and are refused."""
+    return _SEPARATORS.sub("", normalise_text(str(raw)).strip())
+
+
+def normalise_allow_list(entries: Iterable[str]) -> tuple[str, ...]:
+    """``SMS_MCP_ALLOWED_NUMBERS`` entries -> ``+E.164`` numbers and ``+<digits>*`` patterns, de-duplicated.
+
+    An entry is a full number, normalised exactly as a recipient is (so ``+86 138 0013 8000`` and
+    ``13800138000`` are the same entry), or an explicit pattern: ``+``, a country calling code and optionally more
+    digits, then ``*`` (``+86138*``, ``+852*``). Anything else (``+``, ``1``, a 10-digit typo) raises
+    ``ValueError`` naming the entry: a prefix that allows more than the operator meant is never guessed."""
+    import phonenumbers
+
+    normalised: list[str] = []
+    for entry in entries:
+        text = canonical_digits(entry)
+        shown = repr(entry.strip()[:40]) + ("…" if len(entry.strip()) > 40 else "")
+        if text.endswith("*"):
+            digits = text[:-1]
+            if digits.startswith("00"):
+                digits = "+" + digits[2:]
+            if not re.fullmatch(r"\+[0-9]{1,15}", digits) or not any(
+                    digits[1 : 1 + n].isdigit() and int(digits[1 : 1 + n]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+                    for n in (1, 2, 3) if len(digits) > n):
+                raise ValueError(f"entry {shown}: a pattern is + and a country calling code, optionally more digits, "
+                                 "then * (e.g. +86138*)")
+            value = digits + "*"
+        else:
+            try:
+                value = parse_phone(text).e164
+            except SmsError:
+                raise ValueError(f"entry {shown} is not a valid mobile number (for a range, write a pattern "
+                                 "ending in *, e.g. +86138*)") from None
+        if value not in normalised:
+            normalised.append(value)
+    return tuple(normalised)
+
+
+def allow_listed(phone: Phone, allowed: Iterable[str]) -> bool:
+    """``phone`` is one of the normalised entries or starts with a pattern's digits."""
+    return any(phone.e164 == entry or (entry.endswith("*") and phone.e164.startswith(entry[:-1]))
+               for entry in allowed)
 
 
 def parse_many(raws: list[str]) -> tuple[list[Phone], list[str]]:

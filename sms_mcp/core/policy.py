@@ -13,7 +13,7 @@ from collections.abc import Callable
 from sms_mcp.config import Settings
 from sms_mcp.core.errors import SmsError
 from sms_mcp.core.models import TemplateInfo
-from sms_mcp.core.phones import Phone
+from sms_mcp.core.phones import Phone, allow_listed
 
 
 class Policy:
@@ -34,8 +34,8 @@ class Policy:
                            "(SMS_MCP_MAX_RECIPIENTS).", "Split the recipients into several plans.")
         allowed = self.settings.allowed_numbers
         if allowed:
-            refused = [p.masked for p in phones if not any(
-                p.e164 == a or p.wire == a or p.e164.startswith(a) or p.wire.startswith(a) for a in allowed)]
+            # Entries are normalised at start (config.py): full +E.164 numbers, or explicit "+86138*" patterns.
+            refused = [p.masked for p in phones if not allow_listed(p, allowed)]
             if refused:
                 raise SmsError("sms_mcp.NUMBER_NOT_ALLOWED",
                                f"{', '.join(refused[:5])}{' …' if len(refused) > 5 else ''} not in the operator's "

@@ -135,12 +135,12 @@ class SmsService:
         return self.transport.name
 
     def _served(self) -> dict[str, Any]:
-        served: dict[str, Any] = {"backend": self.backend,
-                                  "notice": SANDBOX_NOTICE if self.backend == "sandbox" else None}
-        if self.warning:  # said once, loudly, in the first result
-            served["notice"] = self.warning + (f" {served['notice']}" if served["notice"] else "")
+        # A transport may carry its own notice (wire/factory.py: credential variables ignored as placeholders).
+        notices = [SANDBOX_NOTICE if self.backend == "sandbox" else None, getattr(self.transport, "notice", None)]
+        if self.warning:  # said once, loudly, first, in the first result
+            notices.insert(0, self.warning)
             self.warning = None
-        return served
+        return {"backend": self.backend, "notice": " ".join(n for n in notices if n) or None}
 
     async def _read(
         self, action: str, params: dict[str, str], *, not_found: tuple[str, SmsError] | None = None

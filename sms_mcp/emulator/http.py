@@ -32,8 +32,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sms_mcp.dysmsapi import ACTIONS, GatewayError, mask_access_key_id
-from sms_mcp.emulator.signing import IncomingRequest, RequestVerifier
+from sms_mcp.emulator.signing import IncomingRequest, NonceCache, RequestVerifier
 
 log = logging.getLogger("sms_mcp.emulator")
 
@@ -58,6 +61,12 @@ POST_ONLY_ACTIONS = frozenset({"QuerySendStatistics", "QuerySmsSignList", "Query
 JSON_CONTENT_TYPE = "application/json;charset=utf-8"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"})
 ADMIN_PREFIX = "/_emulator/"
+#: Largest request body accepted (413 beyond). A SendBatchSms of 100 recipients is a few tens of kilobytes.
+MAX_BODY_BYTES = 1024 * 1024
+#: The admin API's bodies are fault specs: a few hundred bytes.
+MAX_ADMIN_BODY_BYTES = 64 * 1024
+#: Header carrying the admin token when the emulator was started with one (``--admin-token``).
+ADMIN_TOKEN_HEADER = "x-emulator-admin-token"
 
 
 class Core(Protocol):
@@ -96,26 +105,28 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+            raise ValueError(f"unknown fault kind {_bounded(self.kind)}; expected one of {', '.join(FAULT_KINDS)}")
         if self.action is not None and self.action not in ACTIONS:
-            raise ValueError(f"unknown action {self.action!r}")
-        if self.count is not None and self.count < 1:
-            raise ValueError("count must be >= 1")
-        if self.seconds < 0:
-            raise ValueError("seconds must be >= 0")
+            raise ValueError(f"unknown action {_bounded(self.action)}")
+        if self.count is not None and not 1 <= self.count <= MAX_FAULT_COUNT:
+            raise ValueError(f"count must be a whole number from 1 to {MAX_FAULT_COUNT}")
+        # NaN compares false with everything: "not (0 <= x <= max)" refuses it along with inf and 1e308.
+        if not 0 <= self.seconds <= MAX_FAULT_SECONDS:
+            raise ValueError(f"seconds must be a finite number from 0 to {MAX_FAULT_SECONDS:g}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:
+        if not isinstance(data, Mapping):
+            raise ValueError("a fault is a JSON object")
         unknown = set(data) - {"kind", "action", "count", "seconds"}
         if unknown:
-            raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
-        count = data.get("count")
-        return cls(
-            kind=str(data.get("kind", "")),
-            action=data.get("action") or None,
-            count=int(count) if count is not None else None,
-            seconds=float(data.get("seconds", 0.0)),
-        )
+            raise ValueError(f"unknown fault field(s): {_bounded(', '.join(sorted(map(str, unknown))))}")
+        kind, action, count, seconds = (data.get("kind", ""), data.get("action") or None, data.get("count"),
+                                        data.get("seconds", 0.0))
+        if not isinstance(kind, str) or not (action is None or isinstance(action, str)):
+            raise ValueError("kind and action must be strings")
+        return cls(kind=kind, action=action, count=_whole(count) if count is not None else None,
+                   seconds=_finite(seconds))
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
@@ -128,6 +139,35 @@ class Fault:
                 raise ValueError(f"bad fault option {part!r}: expected name=value")
             fields[name.strip()] = value.strip()
         return cls.from_dict(fields)
+
+
+#: Bounds of a fault: a delay longer than this would hang a client rather than test it.
+MAX_FAULT_SECONDS = 300.0
+MAX_FAULT_COUNT = 1_000_000
+
+
+def _bounded(value: object, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def _whole(value: object) -> int:
+    """A count given as an integer or its decimal text (JSON or the --fault flag); never a bool or a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"count must be a whole number, not {_bounded(value)}")
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise ValueError(f"count must be a whole number, not {_bounded(value)}")
+    return int(value)
+
+
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"seconds must be a number, not {_bounded(value)}")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"seconds must be a number, not {_bounded(value)}") from None
+    return number
 
 
 class FaultSet:
@@ -174,6 +214,59 @@ class FaultSet:
 # --------------------------------------------------------------------------------------------------------------
 
 
+async def _read_body(scope: Mapping[str, Any], receive: Callable[..., Any], limit: int) -> bytes | None:
+    """The whole request body, or None as soon as it (or its declared Content-Length) exceeds ``limit`` bytes:
+    an oversized body is never held in memory."""
+    for key, value in scope.get("headers") or ():
+        if key.lower() == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                pass
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable[..., Any]) -> Callable[..., Any]:
+    """An ASGI ``receive`` that hands out the already-read body once, then defers to the real one (disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        message: dict[str, Any] = await receive()
+        return message
+
+    return replayed
+
+
+def _host_is_loopback(host_header: str) -> bool:
+    """``Host: 127.0.0.1:PORT``, ``localhost``, ``[::1]:PORT`` (any 127.0.0.0/8 address): a browser tricked by
+    DNS rebinding sends the attacker's name here, so the admin API refuses it."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    else:
+        host = host.rpartition(":")[0] if host.count(":") == 1 else host
+    if host in LOOPBACK_HOSTS:
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() and int(p) <= 255 for p in parts)
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4()).upper()
 
@@ -196,11 +289,17 @@ class EmulatorApp:
         faults: FaultSet | Iterable[Fault] | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        nonces: NonceCache | None = None,
+        admin_token: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.core = core
         self.keys = dict(keys) if keys else {DEMO_ACCESS_KEY_ID: DEMO_ACCESS_KEY_SECRET}
         self.faults = faults if isinstance(faults, FaultSet) else FaultSet(faults or ())
-        self.verifier = RequestVerifier(self.keys, clock=clock)
+        self.verifier = RequestVerifier(self.keys, clock=clock, nonces=nonces)
+        #: When set, every admin request must carry it in the X-Emulator-Admin-Token header.
+        self.admin_token = admin_token
+        self.max_body_bytes = max_body_bytes
         #: Set by whoever runs the app with uvicorn; lets ``drop_*`` faults close the client's connection.
         self.server: Any = None
         self._admin = self._build_admin()
@@ -213,7 +312,16 @@ class EmulatorApp:
             return
         if scope["type"] != "http":
             return
-        if scope["path"].startswith(ADMIN_PREFIX):
+        admin = scope["path"].startswith(ADMIN_PREFIX)
+        body = await _read_body(scope, receive, MAX_ADMIN_BODY_BYTES if admin else self.max_body_bytes)
+        if body is None:
+            limit = MAX_ADMIN_BODY_BYTES if admin else self.max_body_bytes
+            log.info("emulator %s %s -> HTTP 413 (body over %d bytes)", scope["method"], scope["path"], limit)
+            err = GatewayError(413, "RequestEntityTooLarge", f"The request body is larger than {limit} bytes.")
+            await self._send_error(send, err, new_request_id(), "", {"connection": "close"})
+            return
+        receive = _replay(body, receive)
+        if admin:
             await self._admin(scope, receive, send)
             return
         await self._api(scope, receive, send)
@@ -371,21 +479,37 @@ class EmulatorApp:
         from starlette.responses import JSONResponse
         from starlette.routing import Route
 
-        def loopback(request: Request) -> bool:
-            return bool(request.client) and request.client.host in LOOPBACK_HOSTS
-
-        def forbidden() -> JSONResponse:
-            return JSONResponse({"error": "the emulator admin API only answers loopback clients"}, status_code=403)
+        def refusal(request: Request) -> JSONResponse | None:
+            """Loopback clients only, naming a loopback Host (DNS rebinding), with the token when one is set, and
+            JSON bodies only (a cross-origin form or text/plain POST cannot be JSON without a CORS preflight)."""
+            if not (request.client and request.client.host in LOOPBACK_HOSTS):
+                return JSONResponse({"error": "the emulator admin API only answers loopback clients"}, status_code=403)
+            if not _host_is_loopback(request.headers.get("host", "")):
+                return JSONResponse({"error": "the emulator admin API only answers requests for a loopback Host "
+                                     "(127.0.0.1, localhost, [::1])"}, status_code=403)
+            if self.admin_token is not None and not secrets.compare_digest(
+                    request.headers.get(ADMIN_TOKEN_HEADER, "").encode(), self.admin_token.encode()):
+                return JSONResponse({"error": f"missing or wrong {ADMIN_TOKEN_HEADER} header (the token is printed "
+                                     "on stderr when the emulator starts)"}, status_code=401)
+            if request.method == "POST":
+                media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                if media_type != "application/json":
+                    return JSONResponse({"error": "POST bodies must be sent as Content-Type: application/json"},
+                                        status_code=415)
+            return None
 
         async def faults(request: Request) -> JSONResponse:
-            if not loopback(request):
-                return forbidden()
+            refused = refusal(request)
+            if refused is not None:
+                return refused
             if request.method == "DELETE":
                 self.faults.clear()
             elif request.method == "POST":
                 try:
                     data = json.loads(await request.body() or b"{}")
                     if isinstance(data, dict) and "faults" in data:
+                        if not isinstance(data["faults"], list):
+                            raise ValueError("faults must be a list")
                         new = [Fault.from_dict(item) for item in data["faults"]]
                         if data.get("replace", True):
                             self.faults.replace(new)
@@ -396,13 +520,14 @@ class EmulatorApp:
                         self.faults.add(Fault.from_dict(data))
                     else:
                         raise ValueError("expected a JSON object")
-                except (ValueError, TypeError) as exc:
-                    return JSONResponse({"error": str(exc)}, status_code=400)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    return JSONResponse({"error": _bounded(str(exc), 300)}, status_code=400)
             return JSONResponse({"faults": self.faults.snapshot()})
 
         async def messages(request: Request) -> JSONResponse:
-            if not loopback(request):
-                return forbidden()
+            refused = refusal(request)
+            if refused is not None:
+                return refused
             found = await asyncio.to_thread(self.core.messages)
             return JSONResponse({"messages": found})
 
@@ -424,9 +549,12 @@ def build_app(
     faults: FaultSet | Iterable[Fault] | None = None,
     *,
     clock: Callable[[], float] = time.time,
+    nonces: NonceCache | None = None,
+    admin_token: str | None = None,
 ) -> EmulatorApp:
-    """The ASGI app for ``core``. ``keys`` maps AccessKey id -> secret (default: the demo pair)."""
-    return EmulatorApp(core, keys, faults, clock=clock)
+    """The ASGI app for ``core``. ``keys`` maps AccessKey id -> secret (default: the demo pair); ``nonces`` a
+    persistent nonce store (default: in memory); ``admin_token`` the token the admin API then requires."""
+    return EmulatorApp(core, keys, faults, clock=clock, nonces=nonces, admin_token=admin_token)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -553,6 +681,8 @@ class EmulatorServer:
         port: int = 0,
         receipt_delay: float = 0.0,
         clock: Callable[[], float] = time.time,
+        nonces: NonceCache | None = None,
+        admin_token: str | None = None,
         tls: bool = False,
         tls_dir: Path | None = None,
     ) -> None:
@@ -562,7 +692,7 @@ class EmulatorServer:
 
             core = EmulatorCore(None, receipt_delay=receipt_delay)
         self.core: Any = core
-        self.app = build_app(core, keys, FaultSet(faults), clock=clock)
+        self.app = build_app(core, keys, FaultSet(faults), clock=clock, nonces=nonces, admin_token=admin_token)
         self.faults = self.app.faults
         self.keys = self.app.keys
         self._host = host
@@ -653,7 +783,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="sms-mcp emulator",
         description="Serve the Dysmsapi emulator over HTTP or HTTPS (signature-verifying; no real SMS is ever sent).",
         epilog=f"Without --access-key-id the demo pair {DEMO_ACCESS_KEY_ID} / {DEMO_ACCESS_KEY_SECRET} is accepted. "
-        "Admin API (loopback clients only): GET/POST/DELETE /_emulator/faults, GET /_emulator/messages.",
+        f"A secret is best given in a file (--access-key-secret-file) or in ${SECRET_ENV} (one pair): "
+        "--access-key-secret is visible to every local user in `ps`. Admin API (loopback clients and Host only, "
+        "JSON bodies): GET/POST/DELETE /_emulator/faults, GET /_emulator/messages.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
@@ -675,7 +807,21 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SECRET",
-        help="secret for the --access-key-id at the same position",
+        help="secret for the --access-key-id at the same position (visible in `ps`: prefer the file or "
+        f"${SECRET_ENV})",
+    )
+    parser.add_argument(
+        "--access-key-secret-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="file holding the secret for the --access-key-id at the same position (trailing newline ignored)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        action="store_true",
+        help=f"require a random token (printed on stderr at start) in the {ADMIN_TOKEN_HEADER} header of every "
+        "admin request, so other local users cannot inject faults or read messages",
     )
     parser.add_argument(
         "--receipt-delay",
@@ -716,9 +862,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The environment variable holding the secret of a single ``--access-key-id``.
+SECRET_ENV = "SMS_MCP_EMULATOR_ACCESS_KEY_SECRET"
+
+
+def _secrets(parser: argparse.ArgumentParser, args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
+    """The secrets, from exactly one source: files, the environment (one id) or argv (with a warning)."""
+    given = [name for name, present in (("--access-key-secret", args.access_key_secret),
+                                        ("--access-key-secret-file", args.access_key_secret_file)) if present]
+    if len(given) > 1:
+        parser.error("give the secrets either as --access-key-secret or as --access-key-secret-file, not both")
+    if args.access_key_secret_file:
+        found: list[str] = []
+        for name in args.access_key_secret_file:
+            try:
+                found.append(Path(name).read_text(encoding="utf-8").rstrip("\r\n"))
+            except (OSError, UnicodeDecodeError) as exc:
+                parser.error(f"--access-key-secret-file {name}: cannot read it ({exc.__class__.__name__})")
+        return found
+    if args.access_key_secret:
+        log.warning("the AccessKey secret was given on the command line, where every local user can read it "
+                    "(ps, /proc); use --access-key-secret-file or %s instead", SECRET_ENV)
+        return list(args.access_key_secret)
+    if env.get(SECRET_ENV) and not args.access_key_id:
+        parser.error(f"${SECRET_ENV} is set but no --access-key-id names the key it belongs to")
+    if args.access_key_id and env.get(SECRET_ENV):
+        if len(args.access_key_id) != 1:
+            parser.error(f"${SECRET_ENV} holds one secret: give exactly one --access-key-id with it")
+        return [env[SECRET_ENV]]
+    return []
+
+
 def _parse_keys(parser: argparse.ArgumentParser, ids: Sequence[str], secrets: Sequence[str]) -> dict[str, str]:
     if len(ids) != len(secrets):
-        parser.error("--access-key-id and --access-key-secret must be given in pairs")
+        parser.error("--access-key-id and --access-key-secret must be given in pairs (or one id with "
+                     f"${SECRET_ENV})")
     if any(not i or not s for i, s in zip(ids, secrets, strict=True)):
         parser.error("AccessKey ids and secrets must not be empty")
     return dict(zip(ids, secrets, strict=True)) or {DEMO_ACCESS_KEY_ID: DEMO_ACCESS_KEY_SECRET}
@@ -727,9 +905,12 @@ def _parse_keys(parser: argparse.ArgumentParser, ids: Sequence[str], secrets: Se
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sms-mcp emulator ARGS``. Prints ``emulator listening on URL`` once bound; exit 0 on TERM/INT."""
     parser = _parser()
+    # Logging first: the warning about a secret on the command line must reach stderr.
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        keys = _parse_keys(parser, args.access_key_id, args.access_key_secret)
+        logging.getLogger().setLevel(args.log_level)
+        keys = _parse_keys(parser, args.access_key_id, _secrets(parser, args, os.environ))
         try:
             faults = [Fault.parse(spec) for spec in args.fault]
         except ValueError as exc:
@@ -741,18 +922,26 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
 
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from sms_mcp.emulator.core import EmulatorCore
+    from sms_mcp.emulator.nonces import NONCE_FILE, SqliteNonceCache
+    from sms_mcp.emulator.signing import DEFAULT_WINDOW_SECONDS
 
     db_path: Path | None = None
+    nonces: SqliteNonceCache | None = None
     if args.data_dir is not None:
-        args.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.data_dir.mkdir(parents=True, exist_ok=True)
+            # Nonces live with the state: a signed request replayed after a restart is refused as well.
+            nonces = SqliteNonceCache(args.data_dir / NONCE_FILE, DEFAULT_WINDOW_SECONDS)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"sms-mcp emulator: cannot use --data-dir {args.data_dir}: {exc}", file=sys.stderr)
+            return 1
         db_path = args.data_dir / "emulator.sqlite3"
     core = EmulatorCore(db_path, receipt_delay=args.receipt_delay)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(core.close)
+        if nonces is not None:
+            cleanup.callback(nonces.close)
         tls: TlsFiles | None = None
         if args.tls:
             if args.tls_dir is not None:
@@ -773,7 +962,11 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"sms-mcp emulator: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
-        app = build_app(core, keys, faults)
+        admin_token = secrets.token_urlsafe(24) if args.admin_token else None
+        app = build_app(core, keys, faults, nonces=nonces, admin_token=admin_token)
+        if admin_token:
+            # stderr, not stdout: stdout carries only the "listening" line.
+            print(f"emulator admin token ({ADMIN_TOKEN_HEADER} header): {admin_token}", file=sys.stderr, flush=True)
         return asyncio.run(_serve(app, sock, tls))
     return 1  # pragma: no cover - the with block always returns
 

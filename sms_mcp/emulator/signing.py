@@ -264,11 +264,13 @@ class RequestVerifier:
         *,
         clock: Callable[[], float] = time.time,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        nonces: NonceCache | None = None,
     ) -> None:
         self._keys = dict(keys)
         self._clock = clock
         self._window = window_seconds
-        self._nonces = NonceCache(window_seconds, clock)
+        # ``nonces``: a persistent store (emulator/nonces.py) so that a replay after a restart is refused too.
+        self._nonces = nonces if nonces is not None else NonceCache(window_seconds, clock)
 
     # -- public -----------------------------------------------------------------------------------------------
 

@@ -66,6 +66,7 @@ import anyio.abc
 from sms_mcp.config import Settings
 from sms_mcp.wire.aliyun_output import kebab, mask_secrets, params_to_flags, parse_failure, parse_success
 from sms_mcp.wire.base import ACTIONS, AGENT_USER_AGENT, API_VERSION, GatewayError, OutcomeUnknownError, WireBody
+from sms_mcp.wire.credentials import usable_environment
 
 log = logging.getLogger("sms_mcp.wire.aliyun_cli")
 
@@ -241,7 +242,8 @@ class AliyunCliTransport:
     # ------------------------------------------------------------------ environment and argv
 
     def child_env(self) -> dict[str, str]:
-        env = dict(os.environ if self._base_env is None else self._base_env)
+        # Placeholder credential values (``${ALIBABA_CLOUD_ACCESS_KEY_ID}`` from a host) count as absent here too.
+        env = usable_environment(os.environ if self._base_env is None else self._base_env)
         env["NO_COLOR"] = "1"
         # Per process, so each call is in AI mode whatever ~/.aliyun/ai-mode.json says right now (3.5.x honours
         # this variable; 3.3.3-3.4.x get --cli-ai-mode on the command line).

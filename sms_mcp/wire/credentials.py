@@ -12,6 +12,12 @@ Two jobs:
   building the chain starts an APScheduler thread that probes the ECS metadata service 100.100.100.200 and logs
   to its own stderr handler.
 
+Both see the environment through :func:`usable_environment`: a credential variable whose value looks like a
+placeholder (an unexpanded ``${VAR}`` or ``$VAR`` a host passed through literally, ``<your key>``, ``LTAI…``,
+empty) counts as absent, so "no AccessKeys -> sandbox" holds for registrations such as
+``openclaw mcp add … --env 'ALIBABA_CLOUD_ACCESS_KEY_ID=${ALIBABA_CLOUD_ACCESS_KEY_ID}'`` with the variable unset.
+:func:`placeholder_notice` names the ignored variables for ``doctor`` and the tool results.
+
 AccessKey ids are only ever shown masked (``LTAI****abcd``); secrets and tokens are never read into any
 message.
 """
@@ -22,6 +28,7 @@ import configparser
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,79 @@ CLI_MODES = frozenset(
 INI_TYPES = frozenset({"access_key", "ram_role_arn", "oidc_role_arn", "ecs_ram_role", "rsa_key_pair"})
 
 
+#: The environment variables the default chain reads credentials (or where to find them) from.
+CREDENTIAL_VARS: tuple[str, ...] = (
+    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+    "ALIBABA_CLOUD_SECURITY_TOKEN",
+    "ALIBABA_CLOUD_ROLE_ARN",
+    "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+    "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+    "ALIBABA_CLOUD_PROFILE",
+    "ALIBABA_CLOUD_CREDENTIALS_FILE",
+    "ALIBABA_CLOUD_ECS_METADATA",
+    "ALIBABA_CLOUD_CREDENTIALS_URI",
+)
+_BRACED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_BARE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
+
+
+def placeholder_kind(value: str | None) -> str | None:
+    """Why ``value`` looks like a placeholder rather than a credential, or None when it could be real.
+
+    Real AccessKey ids, secrets, STS tokens, ARNs, paths and URIs never contain ``${``, are never only ``$NAME`` or
+    ``<…>``, and never contain an ellipsis; hosts pass unexpanded ``${VAR}`` through literally when ``VAR`` is
+    unset, and READMEs write ``LTAI…`` or ``<your AccessKey ID>``. The returned text never quotes the value unless it
+    is exactly an unexpanded reference (which names a variable, not a secret).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return "empty" if not value else "whitespace only"
+    if _BRACED.fullmatch(text) or _BARE.fullmatch(text):
+        return f"unexpanded {text[:64]!r}"
+    if "${" in text:
+        return "contains an unexpanded ${…}"
+    if text.startswith("<") and text.endswith(">"):
+        return "a <…> placeholder"
+    if "…" in text or "..." in text:
+        return "contains an ellipsis (…)"
+    return None
+
+
+def placeholder_variables(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The credential variables (:data:`CREDENTIAL_VARS`) that are set to placeholder-looking values -> why."""
+    env = os.environ if env is None else env
+    found = {}
+    for name in CREDENTIAL_VARS:
+        kind = placeholder_kind(env.get(name))
+        if kind is not None:
+            found[name] = kind
+    return found
+
+
+def usable_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` without the credential variables that only hold placeholders."""
+    env = os.environ if env is None else env
+    ignored = placeholder_variables(env)
+    return {k: v for k, v in env.items() if k not in ignored}
+
+
+def placeholder_notice(env: Mapping[str, str] | None = None) -> str | None:
+    """One bounded sentence naming the credential variables ignored as placeholders, or None when there are none.
+
+    Empty variables are named only beside a non-empty placeholder: an empty AccessKey (a host's blank optional
+    setting) is the ordinary way of asking for the sandbox and needs no remark.
+    """
+    ignored = placeholder_variables(env)
+    if not any(kind not in ("empty", "whitespace only") for kind in ignored.values()):
+        return None
+    listed = "; ".join(f"{name} ({kind})" for name, kind in ignored.items())
+    return (f"Ignored credential variables that look like placeholders, not values: {listed}. They count as "
+            "absent; set real values (or remove them) to use a real backend.")
+
+
 def _true(value: str | None) -> bool:
     return (value or "").strip().lower() == "true"
 
@@ -55,9 +135,10 @@ def ecs_role_opted_in(env: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if env is None else env
     explicit = env.get(ECS_DISABLED_VAR, "").strip()
-    if explicit:
+    if explicit and placeholder_kind(explicit) is None:  # `${ALIBABA_CLOUD_ECS_METADATA_DISABLED}` asks nothing
         return explicit.lower() != "true"
-    return bool(env.get(ECS_ROLE_VAR, "").strip())
+    role = env.get(ECS_ROLE_VAR, "").strip()
+    return bool(role) and placeholder_kind(role) is None
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -123,9 +204,10 @@ def _ini_profile(env: Mapping[str, str]) -> str | None:
 def find_credentials(env: Mapping[str, str] | None = None) -> str | None:
     """Where the default credential chain would find credentials, as a short masked description, or None.
 
-    Cheap and offline: environment variables and two small files, in the chain's order.
+    Cheap and offline: environment variables and two small files, in the chain's order. Placeholder-looking
+    values count as absent (:func:`usable_environment`).
     """
-    env = os.environ if env is None else env
+    env = usable_environment(env)
     key_id = env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "").strip()
     if key_id and env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "").strip():
         kind = "sts " if env.get("ALIBABA_CLOUD_SECURITY_TOKEN", "").strip() else ""
@@ -153,21 +235,56 @@ def prepare_environment(env: MutableMapping[str, str] | None = None) -> None:
     ``ALIBABA_CLOUD_ECS_METADATA_DISABLED=true``: the library reads it at import time, and without it building the
     default chain starts a metadata-probing thread. Also quiets the library's own loggers
     (see :func:`quiet_sdk_loggers`).
+
+    Credential variables holding placeholders (:func:`placeholder_variables`) are removed, so the chain skips
+    them exactly as :func:`find_credentials` does instead of signing with ``${ALIBABA_CLOUD_ACCESS_KEY_ID}``.
     """
     env = os.environ if env is None else env
+    ignored = placeholder_variables(env)
+    for name in ignored:
+        del env[name]
+    if ignored:
+        log.warning("ignoring credential variables that look like placeholders: %s", ", ".join(ignored))
     if not ecs_role_opted_in(env):
         env[ECS_DISABLED_VAR] = "true"
-    _sync_imported_sdk(env)
+    _sync_imported_sdk(env, ignored)
     quiet_sdk_loggers()
 
 
-def _sync_imported_sdk(env: Mapping[str, str]) -> None:
-    """If something imported the credentials library before us, its import-time snapshot missed our setting."""
+#: ``alibabacloud_credentials.utils.auth_util``'s import-time snapshot attribute for each variable.
+_SNAPSHOT_ATTRS = {
+    "ALIBABA_CLOUD_ACCESS_KEY_ID": "environment_access_key_id",
+    "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "environment_access_key_secret",
+    "ALIBABA_CLOUD_SECURITY_TOKEN": "environment_security_token",
+    "ALIBABA_CLOUD_ROLE_ARN": "environment_role_arn",
+    "ALIBABA_CLOUD_OIDC_PROVIDER_ARN": "environment_oidc_provider_arn",
+    "ALIBABA_CLOUD_OIDC_TOKEN_FILE": "environment_oidc_token_file",
+    "ALIBABA_CLOUD_PROFILE": "environment_profile_name",
+    "ALIBABA_CLOUD_CREDENTIALS_FILE": "environment_credentials_file",
+    "ALIBABA_CLOUD_ECS_METADATA": "environment_ecs_metadata",
+    "ALIBABA_CLOUD_CREDENTIALS_URI": "environment_credentials_uri",
+}
+
+
+def _sync_imported_sdk(env: Mapping[str, str], ignored: Mapping[str, str] | None = None) -> None:
+    """If something imported the credentials library before us, its import-time snapshot missed our settings."""
     import sys
 
     auth_util = sys.modules.get("alibabacloud_credentials.utils.auth_util")
-    if auth_util is not None and not ecs_role_opted_in(env):
+    if auth_util is None:
+        return
+    if not ecs_role_opted_in(env):
         auth_util.environment_ecs_metadata_disabled = "true"  # type: ignore[attr-defined]
+    for name in ignored or ():
+        setattr(auth_util, _SNAPSHOT_ATTRS[name], None)
+    if "ALIBABA_CLOUD_ECS_METADATA" in (ignored or ()):
+        auth_util.environment_ECSMeta_data = None  # type: ignore[attr-defined]
+    if "ALIBABA_CLOUD_PROFILE" in (ignored or ()):
+        auth_util.client_type = "default"  # type: ignore[attr-defined]
+    if {"ALIBABA_CLOUD_ROLE_ARN", "ALIBABA_CLOUD_OIDC_PROVIDER_ARN", "ALIBABA_CLOUD_OIDC_TOKEN_FILE"} & set(
+        ignored or ()
+    ):
+        auth_util.enable_oidc_credential = False  # type: ignore[attr-defined]
 
 
 def quiet_sdk_loggers() -> None:
