@@ -177,6 +177,18 @@ async def test_a_request_landing_after_the_client_gave_up_is_not_declared_not_se
     assert len(sent_to(emu, number)) == 1
 
 
+def test_a_reconcile_grace_shorter_than_a_request_can_be_in_flight_is_refused(tmp_path: Path) -> None:
+    """The other half of hole 3: a grace below connect + read timeout (+ margin) could declare not_sent while
+    the request may still land, so `serve` refuses it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_MCP_", "ALIBABA_CLOUD_"))}
+    env.update({"SMS_MCP_BACKEND": "sandbox", "SMS_MCP_DATA_DIR": str(tmp_path), "HOME": str(tmp_path),
+                "SMS_MCP_RECONCILE_GRACE_SECONDS": "0"})
+    proc = subprocess.run([sys.executable, "-m", "sms_mcp", "serve"], env=env, input="", text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "SMS_MCP_RECONCILE_GRACE_SECONDS" in proc.stderr and proc.stdout == ""
+
+
 # ------------------------------------------------------------------------------------------ liveness
 
 LOCKER = """
