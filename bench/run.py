@@ -1,10 +1,12 @@
-"""``python -m bench.run [--smoke] [--profile] [--out BENCHMARKS.md] [--json FILE]``: the benchmark suite.
+"""``python -m bench.run [--smoke] [--profile] [--only STEP,...] [--out BENCHMARKS.md] [--json FILE]``: the benchmarks.
 
 Prints one table and writes it, with the machine, the package versions and the command to reproduce it, to a
 Markdown file (default ``BENCHMARKS.md`` in the repository for a full run; a smoke run writes only with --out).
 Every comparing figure is a ratio against a baseline measured in the same run. ``--smoke`` runs tiny sizes (a
 few seconds) so CI keeps the suite working; its figures mean nothing. ``--profile`` adds where the time and
 memory of the slow paths go (start-up imports and phases, the 1,000-number prepare, idle memory by package).
+``--only network`` (or ``emulator``, ``start``, ...; comma-separated) runs only those steps and prints their rows,
+for working on one figure; it writes a Markdown file only with --out, since the table is incomplete.
 """
 
 from __future__ import annotations
@@ -69,8 +71,30 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
+#: The steps, in run order, and the rows each one produces (a row needs every step named here).
+STEPS = ("start", "read", "emulator", "prepare", "network")
+ROW_STEPS = {"1": ("start",), "5": ("start",), "2": ("read",), "2b": ("read",), "3": ("emulator",),
+             "4a": ("prepare",), "4b": ("prepare",), "4c": ("emulator",), "4d": ("emulator",), "4e": ("emulator",),
+             "6": ("emulator",), **{r: ("network",) for r in ROW_IDS if r.startswith("7")}}
+
+
+def rows_of(sizes: measures.Sizes, raw: dict[str, Any]) -> list[Row]:
+    """The rows of the steps that ran (all of them for a full run)."""
+    if all(step in raw for step in STEPS):
+        return build_rows(sizes, raw["start"], raw["read"], raw["emulator"], raw["prepare"], raw["network"])
+    # A partial run (--only): rows whose steps did not run are left out; stand-ins fill the unused arguments.
+    empty: dict[str, Any] = {"times": {"sms": [1.0], "bare": [1.0]}, "rss_kb": {"sms": [1.0], "bare": [1.0]}}
+    emu_empty = {"read": {"ours": [1.0], "sdk": [1.0]}, "batch": {"confirm": [1.0], "sdk": [1.0], "prepare": [1.0]},
+                 "batch_calls": 1, "batch_recipients": 1, "cli": {"calls": [1.0]},
+                 "busy": {"sends": 0, "busy": 1.0, "empty": 1.0}}
+    rows = build_rows(sizes, raw.get("start", empty), raw.get("read", {"sms": [1.0], "bare": [1.0]}),
+                      raw.get("emulator", emu_empty), raw.get("prepare", {"service": [1.0], "mcp": [1.0]}),
+                      raw.get("network"))
+    return [row for row in rows if all(step in raw for step in ROW_STEPS[row.id])]
+
+
 def build_rows(sizes: measures.Sizes, start: dict[str, Any], read: dict[str, list[float]],
-               emu: dict[str, Any], prepare: dict[str, list[float]], net: dict[str, Any]) -> list[Row]:
+               emu: dict[str, Any], prepare: dict[str, list[float]], net: dict[str, Any] | None) -> list[Row]:
     ms = 1000.0
     t_sms, t_bare = median(start["times"]["sms"]), median(start["times"]["bare"])
     rss_sms, rss_bare = median(start["rss_kb"]["sms"]) / 1024, median(start["rss_kb"]["bare"]) / 1024
@@ -109,7 +133,7 @@ def build_rows(sizes: measures.Sizes, start: dict[str, Any], read: dict[str, lis
             rss_bare, "bare MCPServer, 1 tool", "≤ 1.2×", ratio(rss_sms, rss_bare) <= 1.2),
         Row("6", f"cli backend per call, **Python stand-in** for `aliyun` (upper bound of spawn + interpreter; "
             f"median of {sizes.cli_calls})", cli, "ms", o_med, "openapi backend per call (3)", "—", None),
-        *network_rows(sizes, net),
+        *(network_rows(sizes, net) if net is not None else []),
     ]
 
 
@@ -251,15 +275,26 @@ def render(rows: list[Row], smoke: bool, command: str, elapsed: float, sizes: me
     return "\n".join(parts)
 
 
+def _steps(text: str) -> tuple[str, ...]:
+    steps = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown or not steps:
+        raise argparse.ArgumentTypeError(f"unknown step(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(STEPS)}")
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI (figures are meaningless)")
     parser.add_argument("--profile", action="store_true", help="add the profile of the slow paths")
     parser.add_argument("--out", type=Path, help="Markdown file to write (default: BENCHMARKS.md, full runs only)")
     parser.add_argument("--json", type=Path, help="also write the raw samples and rows as JSON")
+    parser.add_argument("--only", type=_steps, help=f"run only these steps (comma-separated: {', '.join(STEPS)})")
     args = parser.parse_args(argv)
     sizes = measures.SMOKE if args.smoke else measures.FULL
-    out = args.out or (None if args.smoke else REPO_ROOT / "BENCHMARKS.md")
+    only = args.only or STEPS
+    out = args.out or (None if args.smoke or args.only else REPO_ROOT / "BENCHMARKS.md")
     command = shlex.join(["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
 
     started = time.perf_counter()
@@ -271,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                  ("network", network.measure_network))
         raw: dict[str, Any] = {}
         for name, step in steps:
+            if name not in only:
+                continue
             t0 = time.perf_counter()
             raw[name] = step(sizes, tmp / name)
             print(f"[bench] {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -282,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_text = profile.report(tmp / "profile", smoke=args.smoke)
             print(f"[bench] profile: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
-    rows = build_rows(sizes, raw["start"], raw["read"], raw["emulator"], raw["prepare"], raw["network"])
+    rows = rows_of(sizes, raw)
     for row in rows:
         values = [row.ours] + ([row.baseline] if row.baseline is not None else [])
         if not all(math.isfinite(v) and v > 0 for v in values):

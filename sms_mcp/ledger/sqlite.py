@@ -6,6 +6,14 @@ serialise on SQLite's lock anyway; ``BEGIN IMMEDIATE`` takes it before reading w
 one reader connection (WAL readers never wait for a writer). While another process holds the write lock, the
 event loop keeps serving pings, reads and progress.
 
+Writes are *group-committed*: a synchronous commit costs an fsync (milliseconds on a VM disk), far more than the
+work of a claim or a settle, so the writes that arrive while the writer is busy (the claims and settles of the
+chunks in flight) wait for it and then run together, in arrival order, each in its own savepoint of one
+transaction, and share one commit. Each caller still returns only after the commit that made its own write
+durable; one write's failure rolls back only its savepoint; a failed commit fails every write of the group. A
+write whose caller is cancelled before the group takes it never runs (as before: a write waiting for the
+connection was never started).
+
 Schema versions (``PRAGMA user_version``): 0 is the unversioned schema of sms-mcp 0.1 (plans, chunks, sends);
 1 adds the principal, the template on the plan, and leases. A version-0 ledger is migrated in place, in one
 transaction, on open; a ledger from a newer sms-mcp is refused rather than misread.
@@ -13,12 +21,13 @@ transaction, on open; a ledger from a newer sms-mcp is refused rather than misre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -150,6 +159,19 @@ class _Connection:
         self.limiter = anyio.CapacityLimiter(1)
 
 
+class _Write(Generic[T]):
+    """One write waiting for, or in, a group commit."""
+
+    __slots__ = ("done", "error", "fn", "result", "taken")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        self.taken = False  # a group took it: it runs (or ran), whatever happens to its caller
+        self.done = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
 class SqliteLedger:
     """:class:`~sms_mcp.core.ports.LedgerPort` on one SQLite file. Open with :meth:`open`."""
 
@@ -158,6 +180,8 @@ class SqliteLedger:
         self._writer = writer
         self._reader = reader
         self._inode = self._identity()
+        self._queue: list[_Write[Any]] = []  # writes waiting for the next group commit
+        self._committing: anyio.Event | None = None  # set when the group being committed is done
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -253,19 +277,68 @@ class SqliteLedger:
         return await self._run(self._reader, fn)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` inside one ``BEGIN IMMEDIATE`` transaction: committed if it returns, rolled back if it raises."""
-        def transaction(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
+        """``fn`` inside a ``BEGIN IMMEDIATE`` transaction, in its own savepoint: durable (committed) when this
+        returns, rolled back if it raises. Writes that queue up while a group is being committed form the next
+        group (see the module docstring)."""
+        op: _Write[T] = _Write(fn)
+        self._queue.append(op)
+        while not op.done:
+            if self._committing is None:
+                await self._commit_group()
+                continue
+            flushed = self._committing
             try:
-                result = fn(db)
-                db.execute("COMMIT")
+                await flushed.wait()
             except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                if not op.taken:  # cancelled before any group took it: it never runs
+                    self._queue.remove(op)
+                    raise
+                with anyio.CancelScope(shield=True):  # it is running: wait for its outcome, then unwind
+                    while not op.done:
+                        await (self._committing or flushed).wait()
                 raise
-            return result
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[return-value]
 
-        return await self._run(self._writer, transaction)
+    async def _commit_group(self) -> None:
+        """Take every queued write and run them in one transaction, one commit (shielded: the writes of other
+        callers are in it)."""
+        group, self._queue = self._queue, []
+        for op in group:
+            op.taken = True
+        self._committing = committed = anyio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._run(self._writer, lambda db: self._transaction(db, group))
+                except BaseException as err:  # the transaction failed as a whole: nothing of it is durable
+                    for op in group:
+                        op.error = err
+                    if not isinstance(err, LedgerUnavailable):
+                        raise
+        finally:
+            for op in group:
+                op.done = True
+            self._committing = None
+            committed.set()
+
+    def _transaction(self, db: sqlite3.Connection, group: list[_Write[Any]]) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in group:
+                db.execute("SAVEPOINT write")
+                try:
+                    op.result = op.fn(db)
+                except Exception as err:  # this write fails alone; the group goes on
+                    db.execute("ROLLBACK TO write")
+                    op.error = _fault(self.path, err) if isinstance(err, (sqlite3.Error, OSError)) else err
+                db.execute("RELEASE write")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _apply(db: sqlite3.Connection, table: str, where: str, args: tuple[Any, ...],
@@ -411,19 +484,21 @@ class SqliteLedger:
         self, plan_id: str, chunk_no: int, lease: Lease, now: float, limits: SendLimits
     ) -> ChunkClaim:
         def claim(db: sqlite3.Connection) -> ChunkClaim:
-            plan = self._get_plan(db, plan_id)
+            # Only the plan columns the claim needs (not its summary JSON): this runs once per chunk.
+            plan = db.execute("SELECT state, owner, lease_expires, template_code, template_type, principal_subject, "
+                              "principal_client FROM plans WHERE plan_id = ?", (plan_id,)).fetchone()
             chunk = self._get_chunk(db, plan_id, chunk_no)
             if plan is None or chunk is None:
                 return ChunkClaim(ClaimStatus.TAKEN, chunk)
-            if plan.state is not PlanState.SENDING or plan.owner != lease.owner or \
-                    (plan.lease_expires or 0.0) <= now:
+            state, owner, lease_expires, template_code, template_type, subject, client = plan
+            if state != PlanState.SENDING.value or owner != lease.owner or (lease_expires or 0.0) <= now:
                 return ChunkClaim(ClaimStatus.LEASE_LOST, chunk)
             if chunk.state is not ChunkState.PENDING:
                 return ChunkClaim(ClaimStatus.TAKEN, chunk)
             refusal = evaluate(
-                limits, plan.template_code, chunk.recipients,
+                limits, template_code, chunk.recipients,
                 used_today=self._count(db, limits.day_start) if limits.daily_limit is not None else 0,
-                used_today_by_principal=self._count(db, limits.day_start, plan.principal)
+                used_today_by_principal=self._count(db, limits.day_start, Principal(subject, client))
                 if limits.principal_daily_limit is not None else 0,
                 history=self._history(db, limits.history_since, [r.number for r in chunk.recipients])
                 if limits.history_since is not None else (),
@@ -433,16 +508,21 @@ class SqliteLedger:
                             lifecycle.REFUSE_CHUNK, "error_code = ?, error_message = ?, updated_at = ?",
                             (refusal.code, refusal.message, now))
                 return ChunkClaim(ClaimStatus.REFUSED, self._get_chunk(db, plan_id, chunk_no), refusal)
-            self._apply(db, "chunks", "plan_id = ? AND chunk_no = ?", (plan_id, chunk_no), lifecycle.CLAIM_CHUNK,
-                        "owner = ?, claimed_at = ?, lease_expires = ?, updated_at = ?",
-                        (lease.owner, now, now + lease.seconds, now))
+            claimed = self._apply(db, "chunks", "plan_id = ? AND chunk_no = ?", (plan_id, chunk_no),
+                                  lifecycle.CLAIM_CHUNK, "owner = ?, claimed_at = ?, lease_expires = ?, updated_at = ?",
+                                  (lease.owner, now, now + lease.seconds, now))
+            if claimed != 1:  # cannot happen under the write lock (the chunk was pending a moment ago)
+                raise sqlite3.DatabaseError(f"the claim of chunk {chunk_no} of {plan_id} changed {claimed} rows")
             db.executemany(
                 "INSERT INTO sends (number, sign_name, template_code, template_type, sent_at, plan_id, chunk_no, "
                 "principal_subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.number, r.sign_name, plan.template_code, plan.template_type, now, plan_id, chunk_no,
-                  plan.principal.subject) for r in chunk.recipients],
+                [(r.number, r.sign_name, template_code, template_type, now, plan_id, chunk_no, subject)
+                 for r in chunk.recipients],
             )
-            return ChunkClaim(ClaimStatus.CLAIMED, self._get_chunk(db, plan_id, chunk_no))
+            # The row as the UPDATE above left it, without reading it back.
+            return ChunkClaim(ClaimStatus.CLAIMED, dataclasses.replace(
+                chunk, state=ChunkState.SENDING, owner=lease.owner, claimed_at=now,
+                lease_expires=now + lease.seconds))
 
         return await self._write(claim)
 
@@ -501,12 +581,14 @@ class SqliteLedger:
 
     @staticmethod
     def _history(db: sqlite3.Connection, since: float, numbers: Sequence[str]) -> list[SentMessage]:
-        rows = db.execute(
+        cursor = db.cursor()
+        cursor.row_factory = None  # plain tuples: a day of sends to 10,000 numbers is tens of thousands of rows
+        rows = cursor.execute(
             "SELECT number, sign_name, template_code, sent_at FROM sends "
             "WHERE number IN (SELECT value FROM json_each(?)) AND sent_at >= ?",
             (json.dumps(sorted(set(numbers))), since),
         ).fetchall()
-        return [SentMessage(r[0], r[1], r[2], r[3]) for r in rows]
+        return [SentMessage(number, sign, template, sent_at) for number, sign, template, sent_at in rows]
 
     async def sends_since(self, since: float, principal: Principal | None = None) -> int:
         return await self._read(lambda db: self._count(db, since, principal))
