@@ -216,15 +216,14 @@ class Dispatcher:
 
         async def one(chunk: ChunkRecord) -> None:
             nonlocal done
-            async with limiter:
-                try:
-                    await self._send_chunk(record, chunk, made)
-                except (SmsError, LedgerUnavailable) as err:  # reported after the other chunks are done
-                    failures.append(err)
-                    return
-                done += 1
-                if progress is not None:
-                    await progress(done, total, f"chunk {chunk.chunk_no}/{total} done")
+            try:
+                await self._send_chunk(record, chunk, made, limiter)
+            except (SmsError, LedgerUnavailable) as err:  # reported after the other chunks are done
+                failures.append(err)
+                return
+            done += 1
+            if progress is not None:
+                await progress(done, total, f"chunk {chunk.chunk_no}/{total} done")
 
         async def renew() -> None:
             while True:
@@ -272,49 +271,55 @@ class Dispatcher:
         except LedgerUnavailable:
             log.warning("plan %s: could not give up its pending chunks; its lease expiry will", plan_id)
 
-    async def _send_chunk(self, record: PlanRecord, chunk: ChunkRecord, made: list[int]) -> None:
+    async def _send_chunk(self, record: PlanRecord, chunk: ChunkRecord, made: list[int],
+                          in_flight: anyio.Semaphore) -> None:
         """One API call, at most once ever: intent first (with the limits, atomically), then the call, then the
-        outcome. The chunk number goes into ``made`` once the call may have left."""
-        await self.limiters[chunk.action].acquire()
-        now = self.clock()
-        limits = send_limits(record.template_type, now, self.settings.daily_limit,
-                             self.budget_for(record.principal))
-        claim = await self.ledger.claim_chunk(record.plan_id, chunk.chunk_no, self.lease, now, limits)
-        if claim.status is not ClaimStatus.CLAIMED:
-            if claim.status is ClaimStatus.REFUSED and claim.refusal is not None:
-                self.audit.write(ChunkState.REJECTED.value, record.plan_id, chunk=chunk.chunk_no,
-                                 code=claim.refusal.code, principal=_who(record.principal))
-            return
+        outcome. The chunk number goes into ``made`` once the call may have left. ``in_flight`` bounds the
+        claims and calls under way; it is released before the settle, so the next chunk's claim can share the
+        settle's commit (the ledger group-commits the writes that wait for it)."""
         plan_id, n = record.plan_id, chunk.chunk_no
-        made.append(n)
-        try:
-            body = await self.transport.call(chunk.action, dict(chunk.params))
-        except GatewayError as err:
-            # 4xx: the gateway refused before the action ran. 5xx: it may have run.
-            meaning, _ = errors.explain(err.code, err.message)
-            state = ChunkState.UNKNOWN if err.status >= 500 else ChunkState.REJECTED
-            answer = ChunkAnswer(request_id=err.request_id or None, error_code=err.code,
-                                 error_message=f"HTTP {err.status}: {meaning}")
-        except OutcomeUnknownError as err:
-            state, answer = ChunkState.UNKNOWN, ChunkAnswer(
-                error_code="sms_mcp.OUTCOME_UNKNOWN", error_message=f"No answer from Alibaba Cloud ({err.reason}).")
-        except BaseException:
-            # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, then unwind.
-            await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
-                error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The call was interrupted while sending."))
-            self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted",
-                             principal=_who(record.principal))
-            raise
-        else:
-            request_id = str(body.get("RequestId") or "") or None
-            if body.get("Code") == "OK":
-                state, answer = ChunkState.ACCEPTED, ChunkAnswer(biz_id=str(body.get("BizId") or "") or None,
-                                                                 request_id=request_id)
+        async with in_flight:
+            await self.limiters[chunk.action].acquire()
+            now = self.clock()
+            limits = send_limits(record.template_type, now, self.settings.daily_limit,
+                                 self.budget_for(record.principal))
+            claim = await self.ledger.claim_chunk(plan_id, n, self.lease, now, limits)
+            if claim.status is not ClaimStatus.CLAIMED:
+                if claim.status is ClaimStatus.REFUSED and claim.refusal is not None:
+                    self.audit.write(ChunkState.REJECTED.value, plan_id, chunk=n, code=claim.refusal.code,
+                                     principal=_who(record.principal))
+                return
+            made.append(n)
+            try:
+                body = await self.transport.call(chunk.action, dict(chunk.params))
+            except GatewayError as err:
+                # 4xx: the gateway refused before the action ran. 5xx: it may have run.
+                meaning, _ = errors.explain(err.code, err.message)
+                state = ChunkState.UNKNOWN if err.status >= 500 else ChunkState.REJECTED
+                answer = ChunkAnswer(request_id=err.request_id or None, error_code=err.code,
+                                     error_message=f"HTTP {err.status}: {meaning}")
+            except OutcomeUnknownError as err:
+                state, answer = ChunkState.UNKNOWN, ChunkAnswer(
+                    error_code="sms_mcp.OUTCOME_UNKNOWN",
+                    error_message=f"No answer from Alibaba Cloud ({err.reason}).")
+            except BaseException:
+                # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, unwind.
+                await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
+                    error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The call was interrupted while sending."))
+                self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted",
+                                 principal=_who(record.principal))
+                raise
             else:
-                code = str(body.get("Code") or "Unknown")
-                meaning, _ = errors.explain(code, str(body.get("Message") or ""))
-                state, answer = ChunkState.REJECTED, ChunkAnswer(request_id=request_id, error_code=code,
-                                                                 error_message=meaning)
+                request_id = str(body.get("RequestId") or "") or None
+                if body.get("Code") == "OK":
+                    state, answer = ChunkState.ACCEPTED, ChunkAnswer(biz_id=str(body.get("BizId") or "") or None,
+                                                                     request_id=request_id)
+                else:
+                    code = str(body.get("Code") or "Unknown")
+                    meaning, _ = errors.explain(code, str(body.get("Message") or ""))
+                    state, answer = ChunkState.REJECTED, ChunkAnswer(request_id=request_id, error_code=code,
+                                                                     error_message=meaning)
+        # (No checkpoint between the slot's release and the shielded settle: a cancellation cannot skip it.)
         await self._settle(plan_id, n, state, answer)
         self.audit.write(state.value, plan_id, chunk=n, recipients=len(chunk.recipients), biz_id=answer.biz_id,
                          code=answer.error_code, principal=_who(record.principal))
