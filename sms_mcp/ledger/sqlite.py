@@ -25,8 +25,9 @@ import dataclasses
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -55,6 +56,8 @@ from sms_mcp.core.ports import (
 SCHEMA_VERSION = 1
 #: Event-loop turns a group commit waits for more writes before it takes them (see _commit_group).
 GATHER_TURNS = 4
+#: Chunks whose decoded request and recipients a ledger keeps (about 25 kB each at 100 recipients: ~10 MB).
+CONTENT_CACHE_CHUNKS = 400
 T = TypeVar("T")
 
 # Version 0 (sms-mcp 0.1.0) plus, created fresh, the version-1 columns.
@@ -183,6 +186,8 @@ class SqliteLedger:
         self._reader = reader
         self._inode = self._identity()
         self._queue: list[_Write[Any]] = []  # writes waiting for the next group commit
+        #: (plan_id, chunk_no) -> the chunk's decoded params and recipients (immutable once stored).
+        self._contents: dict[tuple[str, int], tuple[Mapping[str, str], tuple[Recipient, ...]]] = {}
         self._committing: anyio.Event | None = None  # set when the group being committed is done
 
     # ------------------------------------------------------------------ opening
@@ -373,25 +378,37 @@ class SqliteLedger:
             owner=row["owner"], lease_expires=row["lease_expires"], summary=json.loads(row["plan_json"]),
         )
 
-    @staticmethod
-    def _chunk(row: sqlite3.Row) -> ChunkRecord:
+    def _chunk(self, row: sqlite3.Row) -> ChunkRecord:
+        key = (row["plan_id"], row["chunk_no"])
+        content = self._contents.get(key)
+        if content is None:
+            content = self._remember(key, json.loads(row["params_json"]),
+                                     tuple(Recipient(r["number"], r["sign"]) for r in json.loads(row["recipients"])))
+        params, recipients = content
         return ChunkRecord(
-            plan_id=row["plan_id"], chunk_no=row["chunk_no"], state=ChunkState(row["state"]),
-            action=row["action"], params=json.loads(row["params_json"]),
-            recipients=tuple(Recipient(r["number"], r["sign"]) for r in json.loads(row["recipients"])),
-            out_id=row["out_id"], owner=row["owner"], claimed_at=row["claimed_at"],
+            plan_id=key[0], chunk_no=key[1], state=ChunkState(row["state"]), action=row["action"], params=params,
+            recipients=recipients, out_id=row["out_id"], owner=row["owner"], claimed_at=row["claimed_at"],
             lease_expires=row["lease_expires"], biz_id=row["biz_id"], request_id=row["request_id"],
             error_code=row["error_code"], error_message=row["error_message"],
         )
+
+    def _remember(self, key: tuple[str, int], params: Mapping[str, str],
+                  recipients: tuple[Recipient, ...]) -> tuple[Mapping[str, str], tuple[Recipient, ...]]:
+        """A chunk's request and recipients never change once its plan is stored, so they are decoded once per
+        process (a confirmation reads every chunk three times: to drive it, to claim it, to report it)."""
+        content = (MappingProxyType(dict(params)), recipients)  # read-only: every reader shares it
+        if len(self._contents) >= CONTENT_CACHE_CHUNKS:
+            self._contents.clear()  # (simple and bounded; the next reads decode again)
+        self._contents[key] = content
+        return content
 
     @classmethod
     def _get_plan(cls, db: sqlite3.Connection, plan_id: str) -> PlanRecord | None:
         return cls._plan(db.execute("SELECT * FROM plans WHERE plan_id = ?", (plan_id,)).fetchone())
 
-    @classmethod
-    def _get_chunk(cls, db: sqlite3.Connection, plan_id: str, chunk_no: int) -> ChunkRecord | None:
+    def _get_chunk(self, db: sqlite3.Connection, plan_id: str, chunk_no: int) -> ChunkRecord | None:
         row = db.execute("SELECT * FROM chunks WHERE plan_id = ? AND chunk_no = ?", (plan_id, chunk_no)).fetchone()
-        return None if row is None else cls._chunk(row)
+        return None if row is None else self._chunk(row)
 
     # ------------------------------------------------------------------ health
     async def health(self) -> LedgerHealth:
@@ -429,6 +446,8 @@ class SqliteLedger:
             )
 
         await self._write(insert)
+        for c in plan.chunks:  # the confirmation that follows reads them back: no need to decode them again
+            self._remember((plan.plan_id, c.chunk_no), c.params, tuple(c.recipients))
 
     async def plan_by_token(self, token_hash: str) -> PlanRecord | None:
         return await self._read(lambda db: self._plan(
