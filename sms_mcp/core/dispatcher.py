@@ -175,12 +175,16 @@ class Dispatcher:
         if record.state is PlanState.PREPARED:
             if record.expires_at <= self.clock():
                 raise _expired(record)
-            await self._check_again(record, request, principal)
+            # Read once, before the plan is claimed: the limits are checked again on exactly the messages the plan
+            # will send, and the send works from the same list (a prepared plan's chunks are all pending, and only
+            # the lease holder, this caller if it wins below, can change them).
+            chunks = await self.ledger.chunks(record.plan_id)
+            await self._check_again(record, request, principal, chunks)
             change = await self.ledger.confirm_plan(record.plan_id, principal, self.lease, self.clock())
             fresh = change.plan or record
             if change.won:
                 self.audit.write("confirmed", record.plan_id, principal=_who(principal))
-                return await self._drive(fresh, progress)
+                return await self._drive(fresh, progress, chunks)
             record = fresh
         if record.state is PlanState.CANCELLED:  # declined, possibly while this confirmation was on its way
             raise SmsError("sms_mcp.PLAN_CANCELLED", f"Plan {record.plan_id} was declined and cancelled; nothing "
@@ -189,7 +193,8 @@ class Dispatcher:
             raise _expired(record)
         return await self._wait_for_outcome(record)
 
-    async def _check_again(self, record: PlanRecord, request: SendRequest, principal: Principal) -> None:
+    async def _check_again(self, record: PlanRecord, request: SendRequest, principal: Principal,
+                           chunks: list[ChunkRecord]) -> None:
         """Time has passed since the plan was made: the operator's configuration (a restart with a new allow-list,
         cap or promotional setting) and the budgets are checked again (the claims re-check the budgets
         atomically; this answers early, with a clear refusal, when they are already used up)."""
@@ -198,15 +203,15 @@ class Dispatcher:
         self.policy.check_template(TemplateInfo.model_construct(template_code=record.template_code,
                                                                 type=record.template_type))
         await precheck_limits(self.ledger, self.settings, self.clock(), record.template_code, record.template_type,
-                              [a.recipient for a in request.addressees], principal, self.budget_for(principal))
+                              [r for c in chunks for r in c.recipients], principal, self.budget_for(principal))
 
-    async def _drive(self, record: PlanRecord, progress: Progress | None) -> SendResult:
-        """The lease holder sends every chunk of its plan, renewing the lease until it is done."""
+    async def _drive(self, record: PlanRecord, progress: Progress | None, chunks: list[ChunkRecord]) -> SendResult:
+        """The lease holder sends every chunk of its plan (``chunks``: as read before it won the plan), renewing
+        the lease until it is done."""
         pause = os.environ.get(PAUSE_AFTER_CONFIRM)
         if pause:
             Path(pause).write_text(record.plan_id)
             await anyio.sleep(3600)
-        chunks = await self.ledger.chunks(record.plan_id)
         pending = [c for c in chunks if c.state is ChunkState.PENDING]
         total = len(chunks)
         done = total - len(pending)

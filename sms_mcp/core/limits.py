@@ -88,8 +88,12 @@ def evaluate(
         by_recipient.setdefault((sent.number, sent.sign_name), []).append(sent)
     blocked: list[str] = []
     retry_at = 0.0
+    # Every window counts a subset of a recipient's history: fewer messages than the tightest limit pass them all.
+    tightest = min(window.limit for window in limits.flow_windows)
     for recipient in messages:
         sent = by_recipient.get((recipient.number, recipient.sign_name), [])
+        if len(sent) < tightest:
+            continue
         for window in limits.flow_windows:
             inside = [m for m in sent if m.sent_at >= window.since
                       and (not window.same_template or m.template_code == template_code)]
