@@ -71,6 +71,16 @@ def _sdk(endpoint: str) -> Any:
                          endpoint=endpoint, protocol="HTTPS"))
 
 
+def _close_sdk_sync_pools() -> None:
+    """The bare sync SDK's pooled ``requests`` sessions start cold too, like ours: every handshake is counted, and
+    no connection left idle past the emulator's keep-alive (5 s) is reused just as the server closes it (which
+    ``requests`` reports as ``RemoteDisconnected`` and the SDK does not retry for a send)."""
+    from darabonba.core import DaraCore
+
+    for session in DaraCore._sessions.values():
+        session.close()  # (a closed Session opens new pools on its next request)
+
+
 def _check(name: str, body: dict[str, Any]) -> None:
     if body.get("Code") != "OK":
         raise RuntimeError(f"{name}: {str(body)[:300]}")
@@ -205,6 +215,8 @@ async def _network(sizes: Sizes, tmp: Path, emu: EmulatorProcess, proxy: Latency
             handshakes.append(ours.pool.connections_opened - opened)
             for name, run in (("transport", transport_batch(ours)), ("sdk_async", sdk_async_batch),
                               ("sdk_sync", sdk_sync_batch), ("direct", transport_batch(direct))):
+                if name == "sdk_sync":
+                    _close_sdk_sync_pools()
                 wall, cpu, _ = await _timed(run)
                 batch[name].append(wall)
                 batch_cpu[name].append(cpu)
