@@ -19,6 +19,14 @@ _STRIPPED_PREFIXES = ("ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "SMS_MCP_"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
+def as_served() -> None:
+    """The in-process measures of ``SmsService`` run in this process as ``sms-mcp serve`` runs it: with what was
+    built before serving frozen out of the cyclic collector (``sms_mcp.cli.settle_startup_objects``)."""
+    from sms_mcp.cli import settle_startup_objects
+
+    settle_startup_objects()
+
+
 def isolate_this_process(pycache: Path | None = None) -> None:
     """Only 127.0.0.1 may be reached: no proxy, no credentials from the caller, no ECS metadata lookups.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.env import REPO_ROOT, EmulatorProcess, bare_argv, child_env, sms_mcp_argv
+from bench.env import REPO_ROOT, EmulatorProcess, as_served, bare_argv, child_env, sms_mcp_argv
 from bench.stdio import StdioServer
 
 NOTIFY_TEMPLATE = "SMS_900000002"  # notification: no per-minute flow control on the emulator's side
@@ -182,6 +182,7 @@ async def _emulator_measures(sizes: Sizes, tmp: Path, emu: EmulatorProcess) -> d
 
     # -- 4b: confirm of a personalised batch, ours vs the same API calls made by the bare SDK
     service = SmsService(settings, transport)
+    as_served()
     count = sizes.batch_recipients
     chunks = -(-count // BATCH_CHUNK)
     recipients = [{"phone_number": n, "sign_name": SIGN,

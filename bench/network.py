@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.env import EmulatorProcess, LatencyProxyProcess
+from bench.env import EmulatorProcess, LatencyProxyProcess, as_served
 from bench.measures import BATCH_CHUNK, NOTIFY_TEMPLATE, PAGE, SEND_CONCURRENCY, SIGN, Sizes, numbers
 
 #: One TCP handshake + one TLS 1.3 handshake, in round trips: what a new connection costs before its request.
@@ -190,6 +190,7 @@ async def _network(sizes: Sizes, tmp: Path, emu: EmulatorProcess, proxy: Latency
         return run
 
     service = SmsService(settings, ours)
+    as_served()
     batch: dict[str, list[float]] = {"ours": [], "transport": [], "sdk_async": [], "sdk_sync": [], "direct": []}
     batch_cpu: dict[str, list[float]] = {name: [] for name in batch}
     handshakes: list[int] = []
