@@ -51,6 +51,10 @@ Progress = Callable[[float, float, str], Awaitable[None]]
 #: A per-principal daily message budget (None: none), e.g. from the gateway's policy file.
 BudgetFor = Callable[[Principal], "int | None"]
 SEND_CONCURRENCY = 8
+#: Chunks claimed ahead of a free call slot (their intent durable, their call not yet made): a slot that frees is
+#: used at once instead of after a claim's commit. Kept small: should the process die, or the confirmation be
+#: interrupted, such a chunk ends ``unknown`` (reconciled to not_sent), like a chunk whose call was in flight.
+CLAIM_AHEAD = 2
 #: How long a claim holds without renewal. Renewed every third of it while a call is in flight, so only a
 #: process that stopped (crash, SIGKILL, a host gone) loses it; then its leftovers are recovered.
 LEASE_SECONDS = 10.0
@@ -217,12 +221,13 @@ class Dispatcher:
         done = total - len(pending)
         made: list[int] = []  # chunk numbers whose API call this caller made
         failures: list[BaseException] = []
-        limiter = anyio.Semaphore(SEND_CONCURRENCY)
+        calls = anyio.Semaphore(SEND_CONCURRENCY)
+        claimed_ahead = anyio.Semaphore(SEND_CONCURRENCY + CLAIM_AHEAD)
 
         async def one(chunk: ChunkRecord) -> None:
             nonlocal done
             try:
-                await self._send_chunk(record, chunk, made, limiter)
+                await self._send_chunk(record, chunk, made, claimed_ahead, calls)
             except (SmsError, LedgerUnavailable) as err:  # reported after the other chunks are done
                 failures.append(err)
                 return
@@ -277,13 +282,16 @@ class Dispatcher:
             log.warning("plan %s: could not give up its pending chunks; its lease expiry will", plan_id)
 
     async def _send_chunk(self, record: PlanRecord, chunk: ChunkRecord, made: list[int],
-                          in_flight: anyio.Semaphore) -> None:
+                          claimed_ahead: anyio.Semaphore, calls: anyio.Semaphore) -> None:
         """One API call, at most once ever: intent first (with the limits, atomically), then the call, then the
-        outcome. The chunk number goes into ``made`` once the call may have left. ``in_flight`` bounds the
-        claims and calls under way; it is released before the settle, so the next chunk's claim can share the
-        settle's commit (the ledger group-commits the writes that wait for it)."""
+        outcome. The chunk number goes into ``made`` once the call may have left.
+
+        ``calls`` bounds the calls in flight; ``claimed_ahead`` bounds them plus the chunks claimed and waiting for
+        a call slot (CLAIM_AHEAD), so a slot that frees goes straight to a chunk whose intent is already durable
+        instead of waiting for a claim's commit. Both are released before the settle, so the next claim can share
+        the settle's commit (the ledger group-commits the writes that wait for it)."""
         plan_id, n = record.plan_id, chunk.chunk_no
-        async with in_flight:
+        async with claimed_ahead:
             await self.limiters[chunk.action].acquire()
             now = self.clock()
             limits = send_limits(record.template_type, now, self.settings.daily_limit,
@@ -294,41 +302,56 @@ class Dispatcher:
                     self.audit.write(ChunkState.REJECTED.value, plan_id, chunk=n, code=claim.refusal.code,
                                      principal=_who(record.principal))
                 return
-            made.append(n)
             try:
-                body = await self.transport.call(chunk.action, dict(chunk.params))
-            except GatewayError as err:
-                # 4xx: the gateway refused before the action ran. 5xx: it may have run.
-                meaning, _ = errors.explain(err.code, err.message)
-                state = ChunkState.UNKNOWN if err.status >= 500 else ChunkState.REJECTED
-                answer = ChunkAnswer(request_id=err.request_id or None, error_code=err.code,
-                                     error_message=f"HTTP {err.status}: {meaning}")
-            except OutcomeUnknownError as err:
-                state, answer = ChunkState.UNKNOWN, ChunkAnswer(
-                    error_code="sms_mcp.OUTCOME_UNKNOWN",
-                    error_message=f"No answer from Alibaba Cloud ({err.reason}).")
+                await calls.acquire()
             except BaseException:
-                # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, unwind.
+                # Interrupted between the claim and the call: no request was made, but a claimed chunk can only
+                # leave ``sending`` as unknown; reconciliation then finds no record of it (not_sent).
                 await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
-                    error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The call was interrupted while sending."))
-                self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted",
+                    error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The confirmation was interrupted after "
+                    "this part was claimed and before its request was made."))
+                self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted before the call",
                                  principal=_who(record.principal))
                 raise
-            else:
-                request_id = str(body.get("RequestId") or "") or None
-                if body.get("Code") == "OK":
-                    state, answer = ChunkState.ACCEPTED, ChunkAnswer(biz_id=str(body.get("BizId") or "") or None,
-                                                                     request_id=request_id)
-                else:
-                    code = str(body.get("Code") or "Unknown")
-                    meaning, _ = errors.explain(code, str(body.get("Message") or ""))
-                    state, answer = ChunkState.REJECTED, ChunkAnswer(request_id=request_id, error_code=code,
-                                                                     error_message=meaning)
+            try:
+                made.append(n)
+                state, answer = await self._call(record, chunk)
+            finally:
+                calls.release()
         # (No checkpoint between the slot's release and the shielded settle: a cancellation cannot skip it.)
         await self._settle(plan_id, n, state, answer)
         self.audit.write(state.value, plan_id, chunk=n, recipients=len(chunk.recipients), biz_id=answer.biz_id,
                          code=answer.error_code, principal=_who(record.principal))
         log.info("plan %s chunk %d: %s", plan_id, n, state.value)
+
+    async def _call(self, record: PlanRecord, chunk: ChunkRecord) -> tuple[ChunkState, ChunkAnswer]:
+        """The chunk's one API call and what its answer means (an interrupted call is recorded here)."""
+        plan_id, n = record.plan_id, chunk.chunk_no
+        try:
+            body = await self.transport.call(chunk.action, dict(chunk.params))
+        except GatewayError as err:
+            # 4xx: the gateway refused before the action ran. 5xx: it may have run.
+            meaning, _ = errors.explain(err.code, err.message)
+            state = ChunkState.UNKNOWN if err.status >= 500 else ChunkState.REJECTED
+            return state, ChunkAnswer(request_id=err.request_id or None, error_code=err.code,
+                                      error_message=f"HTTP {err.status}: {meaning}")
+        except OutcomeUnknownError as err:
+            return ChunkState.UNKNOWN, ChunkAnswer(
+                error_code="sms_mcp.OUTCOME_UNKNOWN", error_message=f"No answer from Alibaba Cloud ({err.reason}).")
+        except BaseException:
+            # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, then unwind.
+            await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
+                error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The call was interrupted while sending."))
+            self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted",
+                             principal=_who(record.principal))
+            raise
+        request_id = str(body.get("RequestId") or "") or None
+        if body.get("Code") == "OK":
+            return ChunkState.ACCEPTED, ChunkAnswer(biz_id=str(body.get("BizId") or "") or None,
+                                                    request_id=request_id)
+        code = str(body.get("Code") or "Unknown")
+        meaning, _ = errors.explain(code, str(body.get("Message") or ""))
+        return ChunkState.REJECTED, ChunkAnswer(request_id=request_id, error_code=code, error_message=meaning)
 
     async def _settle(self, plan_id: str, chunk_no: int, target: ChunkState, answer: ChunkAnswer) -> None:
         """Record the answer even if this task is being cancelled: the API call has been made."""
