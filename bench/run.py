@@ -224,10 +224,19 @@ How it is measured:
   the bare sync SDK with 8 threads. The floor is ⌈calls / 8⌉ RTT plus one TCP + TLS handshake (2 RTT; the pool's
   connections open side by side). Client CPU is `time.process_time()` of the benchmark process (the emulator and
   the proxy run in their own processes). Rows 3 and 4c are the same comparisons over plain HTTP on loopback.
-- **7c vs 7d** — the same 100 calls on the same pool; what 7c adds is `SmsService`'s own work per chunk (7h): the
-  ledger's intent and outcome commits (SQLite, `synchronous=FULL`, made on the event loop, so each one also holds
-  back the responses of the other calls in flight), the audit line and the plan bookkeeping. 7e is the emulator's
-  own serial time for the 100 calls (it handles one request at a time), which no client can overlap fully.
+- **7c vs 7d** — the same 100 calls on the same pool; what 7c adds is `SmsService`'s own work (7h). Before the
+  first call: parsing the 10,000 recipients and checking the token's binding (the arguments' hash), the limits
+  re-checked on the plan's messages (the day's sends to its 10,000 numbers: this grows with each repetition, which
+  resends to the same numbers), the plan claimed. Per chunk: its claim (the intent and the limits, one SQLite
+  transaction, `synchronous=FULL`, off the event loop) before its call, its outcome after, the audit line. The
+  ledger group-commits (a chunk's outcome and the next chunk's claim share one fsync) and claims up to 2 chunks
+  ahead of a free call slot, so the per-chunk work mostly overlaps the calls in flight; it still competes for the
+  2 CPUs with the emulator and the proxy. 7e is the emulator's own serial time for the 100 calls (it handles one
+  request at a time), which no client can overlap fully.
+- **As served** — before the in-process confirmations (4c, 7c) the benchmark freezes the objects built so far out
+  of the cyclic garbage collector, as `sms-mcp serve` does once started (`gc.freeze()`): otherwise the full
+  collections a 10,000-recipient confirmation triggers rescan every long-lived object, pausing the loop for
+  50–100 ms.
 - Percentiles are nearest-rank. Ratios are sms-mcp ÷ baseline; "met" compares against the target column.
   On a small shared VM the absolute figures move by several percent from run to run (start-up ratios by about
   ±0.03); the ratios, measured side by side, are the figures to compare across machines.
