@@ -187,13 +187,17 @@ def _public_arguments(fn: Callable[..., Any]) -> frozenset[str]:
 
 
 def build_server(
-    settings: Settings, transport: Transport | None = None, *, manage_transport: bool = True
+    settings: Settings, transport: Transport | None = None, *, manage_transport: bool = True,
+    on_service: Callable[[SmsService | None], None] | None = None, **server_options: Any,
 ) -> MCPServer:
     """The MCP server. ``transport`` overrides the backend chosen from ``settings`` (tests, benchmarks).
 
     With ``manage_transport`` (the default) the lifespan starts the backend and closes it on the way out;
     ``sms-mcp serve`` passes False and does both itself, outside the stdio machinery, so that a backend that
-    cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close)."""
+    cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close).
+
+    ``on_service`` sees the running service (and None when it stops): the HTTP skin's readiness check and
+    per-principal policy. ``server_options`` go to ``MCPServer`` (the HTTP skin's auth and request-state keys)."""
 
     # Static resources get no Context in the SDK, so they reach the running service through this list.
     live: list[SmsService] = []
@@ -217,8 +221,12 @@ def build_server(
         try:
             service = SmsService(settings, chosen)
             live.append(service)
+            if on_service is not None:
+                on_service(service)
             yield AppState(service)
         finally:
+            if on_service is not None:
+                on_service(None)
             if service in live:
                 live.remove(service)
             # The shutdown hook: release the backend (for the aliyun CLI: AI-mode disable) on every exit.
@@ -233,6 +241,7 @@ def build_server(
         "sms-mcp", title="Alibaba Cloud SMS", version=__version__, instructions=INSTRUCTIONS,
         lifespan=lifespan, log_level=settings.log_level if settings.log_level in (
             "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",  # type: ignore[arg-type]
+        **server_options,
     )
 
     async def ask_for_sms(

@@ -54,6 +54,7 @@ from sms_mcp.core.normalise import (
 from sms_mcp.core.phones import Phone, mask, parse_many, parse_phone
 from sms_mcp.core.policy import Policy
 from sms_mcp.core.policy import _china_day_start as china_day_start
+from sms_mcp.core.principal_policy import PrincipalPolicy, current_caller
 from sms_mcp.core.render import MAX_MESSAGE_LENGTH, render
 from sms_mcp.core.throttle import Limiters
 from sms_mcp.core.validation import check_params, check_scope, instruction_flags
@@ -107,6 +108,8 @@ class SmsService:
         self.policy = Policy(settings, self.ledger, clock)
         self.limiters = Limiters()
         self.audit = AuditLog(settings.data_dir / "audit.jsonl", clock=clock)
+        #: Per-caller rules on top of ``policy`` (HTTP with a policy file); None: server-wide policy only.
+        self.principal_policy: PrincipalPolicy | None = None
 
     # ----------------------------------------------------------------- plumbing
     @property
@@ -278,6 +281,8 @@ class SmsService:
             await self._approved_sign(sign)
         template, attributes = await self._approved_template(template_code)
         self.policy.check_template(template)
+        if self.principal_policy is not None:
+            self.principal_policy.check_plan(current_caller.get(), phones, template)
         checked: dict[str, dict[str, str]] = {}  # one validation per distinct parameter set
         values: list[dict[str, str]] = []
         for _, _, params in entries:
@@ -441,8 +446,10 @@ class SmsService:
             # allow-list, cap or promotional setting): as policy.py promises, those are checked again too.
             # ``phones`` are the plan's own recipients (the arguments' hash matched).
             self.policy.check_recipients(phones)
-            self.policy.check_template(TemplateInfo.model_construct(template_code=plan.template_code,
-                                                                    type=plan.template_type))
+            template = TemplateInfo.model_construct(template_code=plan.template_code, type=plan.template_type)
+            self.policy.check_template(template)
+            if self.principal_policy is not None:
+                self.principal_policy.check_plan(current_caller.get(), phones, template)
             chunks = self.ledger.chunks(row.plan_id)
             self.policy.check_daily_budget(plan.recipient_count)
             self.policy.check_flow_control(plan.template_code, plan.template_type,
