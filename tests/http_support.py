@@ -248,7 +248,7 @@ class Balancer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.log: list[tuple[str, str, int]] = []  # (rpc method header, replica, status)
-        self._cycle = itertools.cycle(list(backends))
+        self._turn = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -257,7 +257,8 @@ class Balancer:
         session = headers.get("mcp-session-id", "")
         if self.policy == "session_tag" and "." in session and session.split(".", 1)[0] in self.backends:
             return session.split(".", 1)[0]
-        return next(self._cycle)
+        names = sorted(self.backends)
+        return names[next(self._turn) % len(names)]
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -297,7 +298,7 @@ class Balancer:
         import uvicorn
 
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="on")
+                                lifespan="on", interface="asgi3")
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
 
