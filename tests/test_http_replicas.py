@@ -43,9 +43,11 @@ def _replicas(tmp: Path, emu: EmulatorServer, idp: AuthorizationServer, balancer
               keys: tuple[str, str] = ("s" * 40, "s" * 40)) -> tuple[Gateway, Gateway]:
     # Both replicas serve one public URL (the balancer's): tokens are minted for it, once, for either replica.
     public = f"http://127.0.0.1:{balancer_port}/mcp"
-    return tuple(Gateway(tmp, gateway_env(tmp, emu, idp, SMS_MCP_CONFIRM_MODE="elicit", SMS_MCP_PUBLIC_URL=public,
-                                          SMS_MCP_REQUEST_STATE_KEYS=key, SMS_MCP_REPLICA_ID=name),
-                         name=name) for name, key in zip(("r1", "r2"), keys))  # type: ignore[return-value]
+    def replica(name: str, key: str) -> Gateway:
+        return Gateway(tmp, gateway_env(tmp, emu, idp, SMS_MCP_CONFIRM_MODE="elicit", SMS_MCP_PUBLIC_URL=public,
+                                        SMS_MCP_REQUEST_STATE_KEYS=key, SMS_MCP_REPLICA_ID=name), name=name)
+
+    return replica("r1", keys[0]), replica("r2", keys[1])
 
 
 async def _confirmed_send(url: str, token: str, mode: str, number: str) -> tuple[dict[str, Any], Human]:

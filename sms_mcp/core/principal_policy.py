@@ -28,18 +28,11 @@ from sms_mcp.core.errors import SmsError
 from sms_mcp.core.models import TemplateInfo
 from sms_mcp.core.phones import Phone
 from sms_mcp.core.policy import Policy
+from sms_mcp.core.ports import Principal
 
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling, as the transport authenticated it (stdio: nobody, so no per-principal rules)."""
-
-    subject: str
-    client_id: str
-
-
-#: Set by the HTTP skin for the duration of one tool call; read by the service for the per-principal checks.
-current_caller: ContextVar[Caller | None] = ContextVar("sms_mcp_current_caller", default=None)
+#: Who is calling, as the HTTP skin authenticated it, for the duration of one tool call (None on stdio: the one
+#: local principal, to whom no per-principal rules apply). Read by the service for the per-principal checks.
+current_caller: ContextVar[Principal | None] = ContextVar("sms_mcp_current_caller", default=None)
 
 
 @dataclass(frozen=True)
@@ -102,12 +95,12 @@ class PrincipalPolicy:
             tables[table] = {str(k): PrincipalRules.parse(f"{table}[{str(k)[:40]!r}]", v) for k, v in raw.items()}
         return cls(settings, default, tables["principals"], tables["clients"])
 
-    def rules_for(self, caller: Caller | None) -> PrincipalRules | None:
+    def rules_for(self, caller: Principal | None) -> PrincipalRules | None:
         if caller is None:
             return None
         return self.principals.get(caller.subject) or self.clients.get(caller.client_id) or self.default
 
-    def check_plan(self, caller: Caller | None, phones: list[Phone], template: TemplateInfo) -> None:
+    def check_plan(self, caller: Principal | None, phones: list[Phone], template: TemplateInfo) -> None:
         """Refuse, before anything is stored or sent, what this caller's own rules do not allow."""
         rules = self.rules_for(caller)
         if rules is None:
@@ -136,6 +129,6 @@ class PrincipalPolicy:
                            "for you (per-principal policy file); nothing was sent.",
                            "Ask the operator to set allow_promotional for you, or choose another template.")
 
-    def daily_limit(self, caller: Caller | None) -> int | None:
+    def daily_limit(self, caller: Principal | None) -> int | None:
         rules = self.rules_for(caller)
         return rules.daily_limit if rules is not None else None

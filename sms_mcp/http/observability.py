@@ -19,7 +19,8 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.types import CallToolResult, TextContent
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sms_mcp.core.principal_policy import Caller, current_caller
+from sms_mcp.core.ports import Principal
+from sms_mcp.core.principal_policy import current_caller
 from sms_mcp.http.auth import SCOPE_READ, SCOPE_SEND
 from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
 
@@ -196,7 +197,7 @@ class GatewayMiddleware:
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
         tool = str(params.get("name") or "")[:64]
         token = get_access_token()
-        caller = Caller(subject=token.subject or token.client_id, client_id=token.client_id) if token else None
+        caller = Principal(subject=token.subject or token.client_id, client_id=token.client_id) if token else None
         reset = current_caller.set(caller)
         started = time.perf_counter()
         outcome = "ok"
