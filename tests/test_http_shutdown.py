@@ -23,9 +23,13 @@ from sms_mcp.wire.sandbox import SandboxTransport
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
-def _sigterm_after(gw: Gateway, seconds: float) -> threading.Thread:
+def _sigterm_once_alibaba_has_the_call(gw: Gateway, emu: EmulatorServer) -> threading.Thread:
+    """SIGTERM as soon as the emulator has taken the delayed SendSms (its one-shot fault is consumed then)."""
+
     def fire() -> None:
-        time.sleep(seconds)
+        deadline = time.monotonic() + 60
+        while any(f["kind"] == "delay_before" for f in emu.faults.snapshot()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         gw.proc.send_signal(signal.SIGTERM)
 
     thread = threading.Thread(target=fire, daemon=True)
@@ -34,19 +38,20 @@ def _sigterm_after(gw: Gateway, seconds: float) -> threading.Thread:
 
 
 async def test_in_flight_send_finishes_on_sigterm(tmp_path: Path, emu: EmulatorServer) -> None:
-    gw = Gateway(tmp_path, gateway_env(tmp_path, emu, SMS_MCP_SHUTDOWN_GRACE_SECONDS="15")).wait_ready()
+    env = gateway_env(tmp_path, emu, SMS_MCP_SHUTDOWN_GRACE_SECONDS="15", SMS_MCP_READ_TIMEOUT="30")
+    gw = Gateway(tmp_path, env).wait_ready()
     try:
         before = len(emu.core.messages())
         async with mcp_client(gw.url, None, mode="auto") as client:
             plan = await client.call_tool("send_sms", SMS_ARGS)
-            emu.faults.add("delay_before", action="SendSms", seconds=1.5, count=1)
-            _sigterm_after(gw, 0.5)
+            emu.faults.add("delay_before", action="SendSms", seconds=2, count=1)
+            _sigterm_once_alibaba_has_the_call(gw, emu)
             started = time.monotonic()
             sent = await client.call_tool("send_sms", {**SMS_ARGS, "confirm_token":
                                                        plan.structured_content["confirm_token"]})  # type: ignore[index]
         assert not sent.is_error, sent.content
         assert sent.structured_content["status"] in ("accepted", "sent")  # type: ignore[index]
-        assert time.monotonic() - started >= 1.4  # it really was in flight when the signal came
+        assert time.monotonic() - started >= 1.9  # it really was in flight when the signal came
         gw.proc.wait(20)
         assert gw.proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
         assert len(emu.core.messages()) == before + 1
@@ -57,19 +62,20 @@ async def test_in_flight_send_finishes_on_sigterm(tmp_path: Path, emu: EmulatorS
 
 async def test_send_longer_than_the_grace_is_cut_and_reconciled_not_resent(
         tmp_path: Path, emu: EmulatorServer) -> None:
+    args = {**SMS_ARGS, "phone_numbers": ["13800138077"]}  # Alibaba allows one code per number and minute
     env = gateway_env(tmp_path, emu, SMS_MCP_SHUTDOWN_GRACE_SECONDS="1", SMS_MCP_READ_TIMEOUT="30",
                       SMS_MCP_RECONCILE_GRACE_SECONDS="0")
     gw = Gateway(tmp_path, env).wait_ready()
     before = len(emu.core.messages())
     try:
         async with mcp_client(gw.url, None, mode="auto") as client:
-            plan = await client.call_tool("send_sms", SMS_ARGS)
+            plan = await client.call_tool("send_sms", args)
             plan_id = plan.structured_content["plan_id"]  # type: ignore[index]
             emu.faults.add("delay_before", action="SendSms", seconds=6, count=1)
-            _sigterm_after(gw, 0.5)
+            _sigterm_once_alibaba_has_the_call(gw, emu)
             started = time.monotonic()
             with pytest.raises(Exception):  # noqa: B017 - cut off: an error result or a closed connection
-                result = await client.call_tool("send_sms", {**SMS_ARGS, "confirm_token":
+                result = await client.call_tool("send_sms", {**args, "confirm_token":
                                                              plan.structured_content["confirm_token"]})  # type: ignore[index]
                 assert not result.is_error, "the cut-off call must not look like a success"
                 raise AssertionError("unreachable")
@@ -87,7 +93,7 @@ async def test_send_longer_than_the_grace_is_cut_and_reconciled_not_resent(
             assert not report.is_error, report.content
             reconciled = report.structured_content["reconciled"]  # type: ignore[index]
             assert [(r["before"], r["after"]) for r in reconciled] == [("unknown", "accepted")]
-            resent = await client.call_tool("send_sms", {**SMS_ARGS, "confirm_token":
+            resent = await client.call_tool("send_sms", {**args, "confirm_token":
                                                          plan.structured_content["confirm_token"]})  # type: ignore[index]
             assert (resent.structured_content or {}).get("replayed") is True, resent.content
     finally:
