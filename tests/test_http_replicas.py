@@ -47,7 +47,15 @@ def _replicas(tmp: Path, emu: EmulatorServer, idp: AuthorizationServer, balancer
         return Gateway(tmp, gateway_env(tmp, emu, idp, SMS_MCP_CONFIRM_MODE="elicit", SMS_MCP_PUBLIC_URL=public,
                                         SMS_MCP_REQUEST_STATE_KEYS=key, SMS_MCP_REPLICA_ID=name), name=name)
 
-    return replica("r1", keys[0]), replica("r2", keys[1])
+    # One after the other: two processes creating the same SQLite ledger at once can find it locked (the
+    # shared-ledger deployment is PostgreSQL's; SQLite here only gives both replicas one ledger).
+    first = replica("r1", keys[0])
+    try:
+        first.wait_ready()
+    except BaseException:
+        first.stop()
+        raise
+    return first, replica("r2", keys[1])
 
 
 async def _confirmed_send(url: str, token: str, mode: str, number: str) -> tuple[dict[str, Any], Human]:

@@ -18,7 +18,6 @@ server-wide policy applies. The allow-list matching is core/policy.py's, so both
 from __future__ import annotations
 
 import json
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,6 @@ from sms_mcp.core.models import TemplateInfo
 from sms_mcp.core.phones import Phone
 from sms_mcp.core.policy import Policy
 from sms_mcp.core.ports import Principal
-
-#: Who is calling, as the HTTP skin authenticated it, for the duration of one tool call (None on stdio: the one
-#: local principal, to whom no per-principal rules apply). Read by the service for the per-principal checks.
-current_caller: ContextVar[Principal | None] = ContextVar("sms_mcp_current_caller", default=None)
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,7 @@ class PrincipalPolicy:
         if rules.allowed_numbers is not None:
             # The server-wide matcher, pointed at this caller's list: one reading of "allowed" everywhere.
             matcher = Policy(replace(self.settings, allowed_numbers=rules.allowed_numbers, max_recipients=1 << 30),
-                             None, lambda: 0.0)  # type: ignore[arg-type]  # no ledger is touched here
+                             lambda: 0.0)
             refused = []
             for phone in phones:
                 try:

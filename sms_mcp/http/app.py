@@ -9,15 +9,14 @@ one replica's memory (see :class:`ReplicaTaggedSessions` for the balancer side).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import ipaddress
 import logging
-import time
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.auth.routes import create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
@@ -34,7 +33,7 @@ from sms_mcp.config import ConfigError, Settings
 from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.service import SmsService
 from sms_mcp.http.auth import SCOPES, ApiKeyEntry, ApiKeyVerifier, GatewayTokenVerifier, JwtVerifier
-from sms_mcp.http.observability import Drain, GatewayMiddleware, InstrumentedTransport, Metrics
+from sms_mcp.http.observability import Drain, GatewayMiddleware, InstrumentedTransport, Metrics, principal_from_token
 from sms_mcp.wire.base import Transport
 
 log = logging.getLogger("sms_mcp.http")
@@ -173,10 +172,9 @@ def build_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
 
     def on_service(service: SmsService | None) -> None:
         holder["service"] = service
-        if service is not None:
-            service.principal_policy = principal_policy
 
     server = build_server(settings, instrumented, manage_transport=True, on_service=on_service,  # type: ignore[arg-type]
+                          principal_of=lambda _ctx: principal_from_token(), principal_policy=principal_policy,
                           **options)
     server.middleware.append(GatewayMiddleware(metrics, drain))
 
@@ -196,10 +194,8 @@ def build_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
             problems.append("service not running")
         else:
             try:
-                ping = getattr(service.ledger, "ping", None)
-                outcome = ping() if callable(ping) else service.ledger.sends_since(time.time())
-                if inspect.isawaitable(outcome):
-                    await outcome
+                with anyio.fail_after(5):
+                    await service.ledger.health()
             except Exception as err:
                 problems.append(f"ledger unreachable: {type(err).__name__}")
         body = {"status": "ready" if not problems else "not ready", "problems": problems,

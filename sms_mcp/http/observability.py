@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -19,8 +20,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.types import CallToolResult, TextContent
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sms_mcp.core.ports import Principal
-from sms_mcp.core.principal_policy import current_caller
+from sms_mcp.core.ports import LOCAL_PRINCIPAL, Principal
 from sms_mcp.http.auth import SCOPE_READ, SCOPE_SEND
 from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
 
@@ -28,6 +28,19 @@ log = logging.getLogger("sms_mcp.http")
 
 SEND_TOOLS = frozenset({"send_sms", "send_batch_sms"})
 SEND_ACTIONS = frozenset({"SendSms", "SendBatchSms"})
+
+
+#: The authenticated caller of the tool call in progress, for the log lines written during it.
+current_caller: ContextVar[Principal | None] = ContextVar("sms_mcp_current_caller", default=None)
+
+
+def principal_from_token() -> Principal:
+    """The verified caller of this request (the SDK's auth contextvar, both eras); without authentication (a
+    loopback-only gateway) the one local principal, as on stdio."""
+    token = get_access_token()
+    if token is None:
+        return LOCAL_PRINCIPAL
+    return Principal(subject=token.subject or token.client_id, client_id=token.client_id)
 
 
 class Metrics:
@@ -197,8 +210,7 @@ class GatewayMiddleware:
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
         tool = str(params.get("name") or "")[:64]
         token = get_access_token()
-        caller = Principal(subject=token.subject or token.client_id, client_id=token.client_id) if token else None
-        reset = current_caller.set(caller)
+        reset = current_caller.set(principal_from_token() if token else None)
         started = time.perf_counter()
         outcome = "ok"
         result: Any = None
