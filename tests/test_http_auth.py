@@ -195,3 +195,14 @@ def test_bad_http_configuration_is_refused_clearly(tmp_path: Path, env: dict[str
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr and "Traceback" not in done.stderr
     assert ALICE_KEY not in done.stderr
+
+
+def test_unknown_key_ids_do_not_hammer_the_jwks(gateway: Gateway, idp: AuthorizationServer) -> None:
+    """A flood of tokens naming unknown keys costs the authorization server at most one refetch per cooldown."""
+    modern_call(gateway.url, "list_signs", {}, idp.token(gateway.url))  # keys cached
+    fetched = idp.fetches
+    for n in range(20):
+        status, _, _ = modern_call(gateway.url, "list_signs", {}, idp.token(gateway.url, key=idp.rogue,
+                                                                            kid=f"rogue-{n}"))
+        assert status == 401
+    assert idp.fetches - fetched <= 1
