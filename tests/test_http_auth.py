@@ -206,3 +206,11 @@ def test_unknown_key_ids_do_not_hammer_the_jwks(gateway: Gateway, idp: Authoriza
                                                                             kid=f"rogue-{n}"))
         assert status == 401
     assert idp.fetches - fetched <= 1
+
+
+def test_broken_ledger_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ledger.sqlite3").write_bytes(b"this is not a database" * 100)
+    done = _serve(tmp_path, "--port", "18997")
+    assert done.returncode == 1, done.stderr
+    assert "cannot serve" in done.stderr and "ledger" in done.stderr and "Traceback" not in done.stderr
