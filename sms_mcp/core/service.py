@@ -26,6 +26,7 @@ from sms_mcp.core import errors
 from sms_mcp.core.audit import AuditLog
 from sms_mcp.core.dispatcher import LEASE_SECONDS, BudgetFor, Dispatcher, Progress, precheck_limits
 from sms_mcp.core.errors import SmsError
+from sms_mcp.core.lifecycle import Outcome
 from sms_mcp.core.models import (
     SANDBOX_NOTICE,
     DailyStatistics,
@@ -102,7 +103,8 @@ class SmsService:
     def __init__(
         self, settings: Settings, transport: Transport, ledger: LedgerPort | None = None,
         clock: Callable[[], float] = time.time, *, budget_for: BudgetFor | None = None,
-        lease_seconds: float = LEASE_SECONDS, principal_policy: PrincipalPolicy | None = None,
+        lease_seconds: float = LEASE_SECONDS, max_wait: float | None = None,
+        principal_policy: PrincipalPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
@@ -123,7 +125,7 @@ class SmsService:
         self.warning: str | None = None
         self.dispatcher = Dispatcher(settings, transport, ledger, self.audit, self.policy, clock, self._served,
                                      budget_for=self.budget_for, lease_seconds=lease_seconds,
-                                     limiters=self.limiters, principal_policy=principal_policy)
+                                     limiters=self.limiters, max_wait=max_wait, principal_policy=principal_policy)
         self.reconciler = Reconciler(settings, ledger, self.audit, clock, self._read, self.limiters, self._served)
 
     async def start(self) -> None:
@@ -324,8 +326,8 @@ class SmsService:
         expires = datetime.fromtimestamp(now + ttl, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         log.info("prepared %s: %d recipient(s) in %d chunk(s)", plan_id, len(phones), len(drafted.chunks))
         return SendResult(
-            **self._served(), status="pending_confirmation", plan_id=plan_id, plan=plan, confirm_token=token,
-            expires_at=expires,
+            **self._served(), status=Outcome.PENDING_CONFIRMATION.value, plan_id=plan_id, plan=plan,
+            confirm_token=token, expires_at=expires,
             message=f"Nothing has been sent. Plan {plan_id}: {len(phones)} recipient(s), {plan.total_segments} "
                     f"billed message(s), template {template.template_code}.",
             next_step="Show this plan (recipients, signature, full text, segments, warnings) to the user and ask "
