@@ -176,10 +176,16 @@ async def test_a_ledger_replaced_under_a_running_server_is_refused(tmp_path: Pat
         await ledger.aclose()
 
 
-def test_the_domain_uses_no_sqlite() -> None:
-    """Imports flow skin -> domain -> ports <- adapters: the core never imports an adapter or a driver."""
-    code = ("import sys, sms_mcp.core.service, sms_mcp.core.dispatcher, sms_mcp.core.reconciler;"
-            "print(sorted(m for m in sys.modules if m.startswith('sms_mcp.ledger') or m == 'sqlite3'))")
+@pytest.mark.parametrize(("modules", "forbidden"), [
+    # Imports flow skin -> domain -> ports <- adapters: the core imports no adapter, driver, backend or MCP.
+    ("sms_mcp.core.service, sms_mcp.core.dispatcher, sms_mcp.core.reconciler",
+     ("sms_mcp.ledger", "sqlite3", "sms_mcp.wire", "sms_mcp.emulator", "mcp")),
+    # The emulator and the wire layer meet only on the neutral sms_mcp.dysmsapi.
+    ("sms_mcp.emulator.core, sms_mcp.emulator.http, sms_mcp.emulator.signing", ("sms_mcp.wire", "sms_mcp.core")),
+])
+def test_layers_import_only_what_they_may(modules: str, forbidden: tuple[str, ...]) -> None:
+    code = (f"import sys, {modules}; banned = {forbidden!r}; "
+            "print(sorted(m for m in sys.modules if m in banned or any(m.startswith(b + '.') for b in banned)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
 
@@ -198,3 +204,37 @@ def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
     assert hashlib.sha256(plan.confirm_token.encode()).hexdigest().encode() in raw
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT state FROM plans").fetchone()[0] == PlanState.PREPARED.value
+
+
+class LedgerDiesDuringTheCall(SandboxTransport):
+    """The send reaches the emulator; while it is in flight the ledger file is deleted (disk pulled, operator
+    error): the outcome can no longer be recorded."""
+
+    def __init__(self, core: EmulatorCore, ledger_path: Path) -> None:
+        super().__init__(core)
+        self.ledger_path = ledger_path
+
+    async def call(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+        body = await super().call(action, params)
+        if action == "SendSms":
+            self.ledger_path.unlink()
+        return body
+
+
+async def test_a_ledger_failing_after_the_call_says_the_sms_may_have_left(tmp_path: Path) -> None:
+    from sms_mcp.core.errors import SmsError
+
+    core = EmulatorCore(None, receipt_delay=0.0)
+    service = SmsService(Settings.from_env({"SMS_MCP_DATA_DIR": str(tmp_path)}),
+                         LedgerDiesDuringTheCall(core, tmp_path / "ledger.sqlite3"))
+    try:
+        plan = await service.send_sms(["13700009921"], **ARGS)  # type: ignore[arg-type]
+        with pytest.raises(SmsError) as failed:
+            await service.send_sms(["13700009921"], **ARGS, confirm_token=plan.confirm_token)  # type: ignore[arg-type]
+        text = failed.value.render()
+        assert text.startswith("[sms_mcp.LEDGER_FAILED_MID_SEND]") and "may have been sent" in text
+        assert "Do NOT send again" in text and plan.plan_id in text
+        assert len(core.messages()) == 1  # it did leave
+    finally:
+        service.ledger.close()
+        core.close()
