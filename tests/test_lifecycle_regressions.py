@@ -61,7 +61,7 @@ async def test_a_no_racing_a_yes_never_contradicts_what_was_sent(emu: EmulatorSe
         a = await stack.enter_async_context(Client(serve(env_for(emu, tmp_path))))
         b = await stack.enter_async_context(Client(serve(env_for(emu, tmp_path, SMS_MCP_CONFIRM_MODE="elicit")),
                                                    elicitation_callback=human_says_no))
-        for round_no in range(12):
+        for round_no in range(30):
             number = f"137000071{round_no:02d}"
             args = notify(number)
             plan = await call(a, "send_sms", args)
@@ -94,7 +94,7 @@ async def test_a_no_racing_a_yes_never_contradicts_what_was_sent(emu: EmulatorSe
                 assert not ra.is_error and ra.structured_content["status"] == "accepted"
                 assert rb.structured_content["status"] == "accepted"
                 assert "nothing was sent" not in rb.structured_content["message"]
-    assert len(outcomes) == 12
+    assert len(outcomes) == 30
 
 
 # ------------------------------------------------------------------------------------------ hole 2
@@ -226,6 +226,7 @@ async def test_pings_and_reads_answer_while_another_process_holds_the_write_lock
                     latencies.append(time.monotonic() - started)
                     assert signs["signs"]
                     await anyio.sleep(0.2)
+                print(f"latencies while the write lock is held (ms): {[round(x * 1000, 1) for x in latencies]}")
                 assert "result" not in confirmed  # still waiting for the lock: the point of this test
                 # Each answers within 200 ms (the median: one slow answer on a loaded CI machine is not the point;
                 # a server blocked on the lock would take the whole 5 s for every one of them).
@@ -241,10 +242,26 @@ async def test_pings_and_reads_answer_while_another_process_holds_the_write_lock
 # ------------------------------------------------------------------------------------------ hole 5
 
 
+def unprivileged_prefix() -> list[str]:
+    """How to run a command without root's power to ignore file modes (CI runs as root): a user namespace, or
+    setpriv to nobody. Empty when not root."""
+    if os.geteuid() != 0:
+        return []
+    for prefix in (["unshare", "--user"], ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]):
+        try:
+            probe = subprocess.run([*prefix, sys.executable, "-c", "import sms_mcp"], capture_output=True,
+                                   timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    pytest.skip("running as root with no way to drop privileges (no user namespaces, no setpriv)")
+
+
 def run_cli(command: str, data_dir: Path, *, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_MCP_", "ALIBABA_CLOUD_"))}
     env.update({"SMS_MCP_BACKEND": "sandbox", "SMS_MCP_DATA_DIR": str(data_dir), "HOME": str(data_dir.parent)})
-    prefix = ["unshare", "--user"] if unprivileged and os.geteuid() == 0 else []  # root would ignore the mode
+    prefix = unprivileged_prefix() if unprivileged else []  # root would ignore the directory's mode
     return subprocess.run([*prefix, sys.executable, "-m", "sms_mcp", command], env=env, input="", text=True,
                           capture_output=True, timeout=60)
 
