@@ -31,7 +31,9 @@ How the port's guarantees hold across replicas:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -127,12 +129,17 @@ class PostgresLedger:
         self.location = redact(url)
         self._url = url
         self._pool_size = pool_size
+        self._acquire_timeout = acquire_timeout
         self._unavailable = _unavailable_errors()
+        self._purge: asyncio.Task[None] | None = None
+        #: Set while the last attempt found the database unreachable: calls then probe it directly and fail at
+        #: once, instead of each waiting ``acquire_timeout`` for a pool connection that cannot come.
+        self._down_since: float | None = None
         self._pool = AsyncConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=acquire_timeout,
             # A connection is checked before it is lent: after a restart of the database the stale ones are
             # dropped and new ones made, instead of the next call failing on a dead socket.
-            check=AsyncConnectionPool.check_connection,
+            check=self._check_connection,
             # Give up reconnecting in the background at once and reconnect on demand: the first call after the
             # database is back connects, instead of waiting for a back-off timer.
             reconnect_timeout=0.0,
@@ -146,6 +153,9 @@ class PostgresLedger:
         """Connect and bring the schema up to date; LedgerUnavailable (one clear line) when that fails."""
         ledger = cls(url, **kwargs)
         try:
+            cause = await ledger._probe()  # a refused connection or a wrong password: say so at once
+            if cause is not None:
+                raise ledger._unreachable(cause)
             await ledger._pool.open(wait=False)
             async with ledger._conn() as conn:
                 await migrate(conn)
@@ -159,33 +169,66 @@ class PostgresLedger:
         return ledger
 
     async def aclose(self) -> None:
+        if self._purge is not None and not self._purge.done():
+            self._purge.cancel()
         await self._pool.close()
 
     # ------------------------------------------------------------------ plumbing
-    async def _down(self, exc: BaseException) -> LedgerUnavailable:
-        from psycopg import AsyncConnection
-        from psycopg_pool import PoolTimeout
+    async def _check_connection(self, conn: Any) -> None:
+        """The pool's check before lending a connection. When one is found dead (the database restarted), every
+        other idle one is probably dead too: have the pool test and replace them all at once, in the background,
+        rather than one per call, each after a back-off pause."""
+        from psycopg_pool import AsyncConnectionPool
 
-        if isinstance(exc, PoolTimeout):
-            # The pool only says it waited; one direct attempt tells "down" (and why) from "busy".
-            try:
-                probe = await AsyncConnection.connect(self._url, connect_timeout=2)
-            except Exception as cause:
-                exc = cause
-            else:
-                await probe.close()
-                return LedgerUnavailable(
-                    self.location, f"all {self._pool_size} ledger connections stayed busy",
-                    "The database is reachable but overloaded; try again shortly.",
-                )
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self._purge is None or self._purge.done():
+                self._purge = asyncio.get_running_loop().create_task(self._pool.check())
+            raise
+
+    async def _probe(self) -> BaseException | None:
+        """One direct connection attempt, outside the pool: None if the database answers, else why not."""
+        from psycopg import AsyncConnection
+
+        try:
+            probe = await AsyncConnection.connect(self._url, connect_timeout=max(1, int(self._acquire_timeout)))
+        except Exception as cause:
+            return cause
+        await probe.close()
+        return None
+
+    def _unreachable(self, exc: BaseException) -> LedgerUnavailable:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         return LedgerUnavailable(
             self.location, f"PostgreSQL cannot be reached or cannot write ({first})",
             "Check that the database is running and reachable; sms-mcp reconnects by itself when it is back.",
         )
 
+    async def _down(self, exc: BaseException) -> LedgerUnavailable:
+        from psycopg_pool import PoolTimeout
+
+        if isinstance(exc, PoolTimeout):
+            # The pool only says it waited; one direct attempt tells "down" (and why) from "busy".
+            cause = await self._probe()
+            if cause is None:
+                return LedgerUnavailable(
+                    self.location, f"all {self._pool_size} ledger connections stayed busy",
+                    "The database is reachable but overloaded; try again shortly.",
+                )
+            exc = cause
+        return self._unreachable(exc)
+
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Any]:
+        if self._down_since is not None:
+            cause = await self._probe()
+            if cause is not None:
+                raise self._unreachable(cause)
+            self._down_since = None
+            await self._pool.check()  # drop the connections the outage broke before lending one
         try:
             async with self._pool.connection() as conn:
                 yield conn
