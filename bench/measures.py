@@ -233,7 +233,7 @@ async def _emulator_measures(sizes: Sizes, tmp: Path, emu: EmulatorProcess) -> d
             elapsed, _ = await _timed(sdk_batch)
             batch["sdk"].append(elapsed)
         # The same prepare once the ledger holds the day's sends (the local flow-control pre-check reads them).
-        busy["sends"] = service.ledger.sends_since(time.time() - 86_400)
+        busy["sends"] = await service.ledger.sends_since(time.time() - 86_400)
         busy["busy"] = await prepare_on_ledger()
     finally:
         service.ledger.close()

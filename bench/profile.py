@@ -207,7 +207,7 @@ async def _service_profiles(tmp: Path, emu: EmulatorProcess, smoke: bool) -> dic
             confirm_profile = confirm_profile or profiler
         assert confirm_profile is not None
         out["confirm_profile"] = _top(confirm_profile, 16, "cumulative")
-        out["sends_in_ledger"] = service.ledger.sends_since(time.time() - 86400)
+        out["sends_in_ledger"] = await service.ledger.sends_since(time.time() - 86400)
         out["prepare_busy"] = await median_prepare()
     finally:
         service.ledger.close()

@@ -75,6 +75,8 @@ def serve(settings: Settings) -> int:
     """
     import anyio
 
+    from sms_mcp.core.ports import LedgerUnavailable
+    from sms_mcp.ledger import open_ledger
     from sms_mcp.server import build_server, close_transport
     from sms_mcp.wire.factory import make_transport, resolve_backend
 
@@ -107,24 +109,30 @@ def serve(settings: Settings) -> int:
         name, why = resolve_backend(settings)
         log.info("sms-mcp %s: backend %s (%s); data dir %s", __version__, name, why, settings.data_dir)
         transport = make_transport(settings, name)
-        server = build_server(settings, transport, manage_transport=False)
         started = transport
 
         async def run() -> None:
-            # Start the backend before stdio is claimed: if it cannot start, we fail fast instead of waiting
-            # for stdin. The finally is the shutdown hook for every path (EOF, signal, error while serving).
-            await started.start()
+            # Open the ledger and start the backend before stdio is claimed: if either cannot, we fail fast (one
+            # line, no traceback) instead of waiting for stdin. The finally is the shutdown hook for every path
+            # (EOF, signal, error while serving).
+            ledger = await open_ledger(settings)
             try:
-                await serve_stdio(server)
+                await ledger.health()
+                await started.start()
+                try:
+                    await serve_stdio(build_server(settings, started, manage_transport=False, ledger=ledger))
+                finally:
+                    await close_transport(started)
             finally:
-                await close_transport(started)
+                with anyio.CancelScope(shield=True):
+                    await ledger.aclose()
 
         anyio.run(run)
     except KeyboardInterrupt:
         pass
     except BaseException as err:  # startup failure or an unhandled error while serving
         code = 1
-        if isinstance(err, (ConfigError, ValueError, OSError)) and not isinstance(err, KeyError):
+        if isinstance(err, (ConfigError, ValueError, OSError, LedgerUnavailable)) and not isinstance(err, KeyError):
             log.error("sms-mcp cannot serve: %s", err)
         else:
             log.exception("sms-mcp stopped on an unexpected error")
@@ -260,13 +268,14 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
         missing["cli"].append(f"aliyun CLI not found ({settings.aliyun_bin!r}); install it from "
                               "https://help.aliyun.com/zh/cli/ or set SMS_MCP_ALIYUN_BIN")
     report["missing_for_real_backends"] = missing
+    report["ledger"], ledger_ok = await _ledger_report(settings)
     report["policy"] = {
         "confirm_mode": settings.confirm_mode, "confirm_ttl_seconds": settings.confirm_ttl_seconds,
         "read_only": settings.read_only, "allow_promotional": settings.allow_promotional,
         "allowed_numbers": len(settings.allowed_numbers), "max_recipients": settings.max_recipients,
         "daily_limit": settings.daily_limit,
     }
-    status = 0
+    status = 0 if ledger_ok else 1
     try:
         transport = make_transport(settings, name)
         diagnose = getattr(transport, "diagnose", None)
@@ -287,6 +296,33 @@ async def _doctor(settings: Settings, as_json: bool) -> int:
         if name == "sandbox":
             print("note: the sandbox sends no real SMS.")
     return status
+
+
+async def _ledger_report(settings: Settings) -> tuple[dict[str, Any], bool]:
+    """The ledger opened, migrated and checked (integrity, write lock), and whether it was recreated."""
+    from sms_mcp.core.ports import LedgerUnavailable
+    from sms_mcp.core.service import storage_warning
+    from sms_mcp.ledger import open_ledger
+
+    try:
+        ledger = await open_ledger(settings)
+    except LedgerUnavailable as err:
+        print(f"sms-mcp doctor: {err}", file=sys.stderr)
+        return {"location": err.location, "ok": False, "error": err.reason, "fix": err.hint}, False
+    try:
+        health = await ledger.health()
+    except LedgerUnavailable as err:
+        print(f"sms-mcp doctor: {err}", file=sys.stderr)
+        return {"location": err.location, "ok": False, "error": err.reason, "fix": err.hint}, False
+    finally:
+        await ledger.aclose()
+    report: dict[str, Any] = {"location": health.location, "ok": True, "schema_version": health.schema_version,
+                              "plans": health.plans}
+    warning = storage_warning(health.plans, settings.data_dir / "audit.jsonl")
+    if warning:
+        print(f"sms-mcp doctor: {warning}", file=sys.stderr)
+        report["warning"] = warning
+    return report, True
 
 
 def doctor(argv: list[str]) -> int:

@@ -1,7 +1,8 @@
 """The MCP skin: tool declarations, annotations, lifespan. No business logic lives here.
 
-Every tool delegates to :class:`sms_mcp.core.service.SmsService`; domain refusals (:class:`SmsError`) become
-``ToolError`` so the model sees the Alibaba code, the cause and the next step.
+Every tool delegates to :class:`sms_mcp.core.service.SmsService`. Domain refusals (:class:`SmsError`) come back
+as an error result (``isError``) whose text is exactly ``[code] meaning Next step: …``: returned rather than
+raised as ``ToolError``, which the SDK would prefix with ``Error executing tool <name>:``.
 """
 
 import inspect
@@ -13,7 +14,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server import MCPServer
-from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, Resolve
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    CancelledElicitation,
+    Context,
+    Elicit,
+    ElicitationResult,
+    Resolve,
+)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +38,8 @@ from sms_mcp.core.models import (
     Statistics,
     TemplateList,
 )
-from sms_mcp.core.service import SmsService
+from sms_mcp.core.ports import LOCAL_PRINCIPAL, LedgerPort, LedgerUnavailable, Principal
+from sms_mcp.core.service import SmsService, ledger_unavailable
 from sms_mcp.wire.base import Transport
 from sms_mcp.wire.factory import make_transport, resolve_backend
 
@@ -98,9 +107,15 @@ class BatchRecipient(BaseModel):
     template_param: TemplateParam = None
 
 
+#: Who is calling, from the request context. stdio has one caller: the local principal. The HTTP gateway
+#: passes its own (from the verified access token).
+PrincipalOf = Callable[[Context], Principal]
+
+
 @dataclass
 class AppState:
     service: SmsService
+    principal_of: PrincipalOf
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True,
@@ -108,12 +123,31 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True)
 
 
-async def _run(call: Awaitable[T]) -> T:
-    """Turn domain refusals into ToolError: the model sees the code, the cause and the next step."""
+def refusal(err: SmsError) -> CallToolResult:
+    """A refusal as the model reads it: ``[code] meaning Next step: …`` and nothing else."""
+    return CallToolResult(content=[TextContent(type="text", text=err.render())], is_error=True)
+
+
+async def _run(call: Awaitable[T]) -> T | CallToolResult:
+    """A tool's result, or its refusal as an error result: the model sees the code, the cause and the next step.
+    A storage fault at a point where nothing was sent gets its own code (a fault mid-send is an SmsError that
+    says the SMS may have left)."""
+    try:
+        return await call
+    except SmsError as err:
+        return refusal(err)
+    except LedgerUnavailable as err:
+        log.error("%s", err)
+        return refusal(ledger_unavailable(err))
+
+
+async def _resource(call: Awaitable[T]) -> T:
     try:
         return await call
     except SmsError as err:
         raise ToolError(err.render()) from None
+    except LedgerUnavailable as err:
+        raise ToolError(ledger_unavailable(err).render()) from None
 
 
 async def close_transport(transport: Transport) -> None:
@@ -123,13 +157,14 @@ async def close_transport(transport: Transport) -> None:
         await transport.aclose()
 
 
-async def _async(fn: Callable[..., T], *args: Any) -> T:
-    return fn(*args)
-
-
 def _service(ctx: Context) -> SmsService:
     state: AppState = ctx.request_context.lifespan_context
     return state.service
+
+
+def _principal(ctx: Context) -> Principal:
+    state: AppState = ctx.request_context.lifespan_context
+    return state.principal_of(ctx)
 
 
 class HumanConfirmation(BaseModel):
@@ -187,13 +222,17 @@ def _public_arguments(fn: Callable[..., Any]) -> frozenset[str]:
 
 
 def build_server(
-    settings: Settings, transport: Transport | None = None, *, manage_transport: bool = True
+    settings: Settings, transport: Transport | None = None, *, manage_transport: bool = True,
+    ledger: LedgerPort | None = None, principal_of: PrincipalOf | None = None,
 ) -> MCPServer:
     """The MCP server. ``transport`` overrides the backend chosen from ``settings`` (tests, benchmarks).
 
     With ``manage_transport`` (the default) the lifespan starts the backend and closes it on the way out;
     ``sms-mcp serve`` passes False and does both itself, outside the stdio machinery, so that a backend that
-    cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close)."""
+    cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close).
+    ``ledger``: an opened ledger the caller owns (``serve`` opens it first, to refuse a broken one in one
+    line); otherwise the lifespan opens the configured one and closes it. ``principal_of``: who is calling
+    (default: the one local principal of stdio)."""
 
     # Static resources get no Context in the SDK, so they reach the running service through this list.
     live: list[SmsService] = []
@@ -212,12 +251,18 @@ def build_server(
             log.info("backend: %s (%s)", name, why)
             chosen = make_transport(settings, name)
         service: SmsService | None = None
+        opened: LedgerPort | None = None
         if manage_transport:
             await chosen.start()
         try:
-            service = SmsService(settings, chosen)
+            if ledger is None:
+                from sms_mcp.ledger import open_ledger
+
+                opened = await open_ledger(settings)
+            service = SmsService(settings, chosen, ledger or opened)
+            await service.start()
             live.append(service)
-            yield AppState(service)
+            yield AppState(service, principal_of or (lambda _ctx: LOCAL_PRINCIPAL))
         finally:
             if service in live:
                 live.remove(service)
@@ -226,8 +271,9 @@ def build_server(
                 if manage_transport:
                     await close_transport(chosen)
             finally:
-                if service is not None:
-                    service.ledger.close()
+                if opened is not None:
+                    with anyio.CancelScope(shield=True):
+                        await opened.aclose()
 
     server: MCPServer = MCPServer(
         "sms-mcp", title="Alibaba Cloud SMS", version=__version__, instructions=INSTRUCTIONS,
@@ -239,7 +285,7 @@ def build_server(
         ctx: Context, phone_numbers: list[str], sign_name: str, template_code: str,
         template_param: dict[str, str] | None = None, out_id: str | None = None, confirm_token: str | None = None,
     ) -> HumanConfirmation | Elicit[HumanConfirmation]:
-        return _question(ctx, confirm_token, "send_sms", {
+        return await _question(ctx, confirm_token, "send_sms", {
             "phone_numbers": phone_numbers, "sign_name": sign_name, "template_code": template_code,
             "template_param": template_param, "out_id": out_id})
 
@@ -247,31 +293,49 @@ def build_server(
         ctx: Context, recipients: list[BatchRecipient], template_code: str, out_id: str | None = None,
         confirm_token: str | None = None,
     ) -> HumanConfirmation | Elicit[HumanConfirmation]:
-        return _question(ctx, confirm_token, "send_batch_sms", {
+        return await _question(ctx, confirm_token, "send_batch_sms", {
             "recipients": [r.model_dump() for r in recipients], "template_code": template_code, "out_id": out_id})
 
-    def _question(ctx: Context, token: str | None, tool: str, arguments: dict[str, Any],
-                  ) -> HumanConfirmation | Elicit[HumanConfirmation]:
+    async def _question(ctx: Context, token: str | None, tool: str, arguments: dict[str, Any],
+                        ) -> HumanConfirmation | Elicit[HumanConfirmation]:
         """Ask the human only on a confirming call of a plan still waiting, when the mode and client allow."""
         if not token or settings.confirm_mode == "token" or not client_can_ask(ctx):
             return HumanConfirmation(send=True)
-        plan = _service(ctx).plan_awaiting(token, tool, arguments)
+        try:
+            plan = await _service(ctx).plan_awaiting(token, tool, arguments, principal=_principal(ctx))
+        except LedgerUnavailable:
+            plan = None  # the confirmation itself reports the fault
         if plan is None:
             return HumanConfirmation(send=True)
         return Elicit(confirmation_question(plan), HumanConfirmation)
 
-    def _declined(ctx: Context, token: str | None, human: ElicitationResult[HumanConfirmation]) -> bool:
-        """True when the human said no. Raises when a human answer is required but cannot be asked for."""
-        if not token or settings.confirm_mode == "token":
-            return False
-        if not client_can_ask(ctx):
-            if settings.confirm_mode == "elicit":
-                raise ToolError("[sms_mcp.CONFIRMATION_UNAVAILABLE] SMS_MCP_CONFIRM_MODE=elicit requires a human "
-                                "answer, and this client cannot ask the user (no form elicitation); nothing was "
-                                "sent. Next step: use a client that supports elicitation, or ask the operator "
-                                "to set SMS_MCP_CONFIRM_MODE=auto or token.")
-            return False
-        return not (isinstance(human, AcceptedElicitation) and human.data.send)
+    async def _confirm_or_answer(ctx: Context, token: str | None, tool: str, arguments: dict[str, Any],
+                                 human: ElicitationResult[HumanConfirmation],
+                                 send: Callable[[Principal], Awaitable[SendResult]],
+                                 ) -> SendResult | CallToolResult:
+        """Send, or act on the human's answer: a "no" (declined, or the box left unticked) cancels the plan for
+        good; a prompt dismissed without a choice (cancel: what a headless client answers) leaves the plan
+        waiting and says the human did not answer. Refused when a human answer is required but cannot be asked
+        for."""
+        service, principal = _service(ctx), _principal(ctx)
+        answer = "send"
+        if token and settings.confirm_mode != "token":
+            if not client_can_ask(ctx):
+                if settings.confirm_mode == "elicit":
+                    return refusal(SmsError(
+                        "sms_mcp.CONFIRMATION_UNAVAILABLE", "SMS_MCP_CONFIRM_MODE=elicit requires a human answer, "
+                        "and this client cannot ask the user (no form elicitation); nothing was sent.",
+                        "Use a client that supports elicitation, or ask the operator to set "
+                        "SMS_MCP_CONFIRM_MODE=auto or token."))
+            elif isinstance(human, CancelledElicitation):
+                answer = "unanswered"
+            elif not (isinstance(human, AcceptedElicitation) and human.data.send):
+                answer = "decline"
+        if answer == "send":
+            return await _run(send(principal))
+        if answer == "unanswered":
+            return await _run(service.unanswered(token or "", tool, arguments, principal=principal))
+        return await _run(service.decline(token or "", principal=principal))
 
     @server.tool(title="List SMS signatures", annotations=READ_ONLY)
     async def list_signs(
@@ -280,7 +344,7 @@ def build_server(
         page_size: Annotated[int, Field(ge=1, le=50, description="Signatures per page (1-50).")] = 50,
         status: Annotated[StatusFilter, Field(description="Audit status to show; 'all' shows every one.")]
         = "approved",
-    ) -> SignList:
+    ) -> Annotated[CallToolResult, SignList]:
         """List the account's SMS signatures (the 【name】 shown at the start of every message).
 
         Only approved signatures can send. Show them to the user and let the user choose; never guess a
@@ -294,7 +358,7 @@ def build_server(
         page_size: Annotated[int, Field(ge=1, le=50, description="Templates per page (1-50).")] = 50,
         status: Annotated[StatusFilter, Field(description="Audit status to show; 'all' shows every one.")]
         = "approved",
-    ) -> TemplateList:
+    ) -> Annotated[CallToolResult, TemplateList]:
         """List the account's SMS templates with their type, text and ${variables}.
 
         Only approved templates can send. Let the user choose one, then ask the user for a value for each of
@@ -319,7 +383,7 @@ def build_server(
         out_id: OutId = None,
         confirm_token: ConfirmToken = None,
         human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_for_sms)] = None,  # type: ignore[assignment]
-    ) -> SendResult:
+    ) -> Annotated[CallToolResult, SendResult]:
         """Send one template to one or more numbers, in two steps.
 
         First call (no confirm_token): validates everything, renders the exact text per recipient, counts billed
@@ -327,11 +391,11 @@ def build_server(
         explicit confirmation. Second call: the same arguments plus confirm_token sends, once; repeating it
         returns the recorded result (replayed) and sends nothing. "accepted" is not "delivered": use
         query_details(plan_id=...) afterwards."""
-        service = _service(ctx)
-        if _declined(ctx, confirm_token, human):
-            return await _run(_async(service.decline, confirm_token or ""))
-        return await _run(service.send_sms(phone_numbers, sign_name, template_code, template_param, out_id,
-                                           confirm_token, progress=ctx.report_progress))
+        arguments = {"phone_numbers": phone_numbers, "sign_name": sign_name, "template_code": template_code,
+                     "template_param": template_param, "out_id": out_id}
+        return await _confirm_or_answer(ctx, confirm_token, "send_sms", arguments, human, lambda who: _service(
+            ctx).send_sms(phone_numbers, sign_name, template_code, template_param, out_id, confirm_token,
+                          progress=ctx.report_progress, principal=who))
 
     @server.tool(title="Send personalised batch SMS (two-step)", annotations=SEND)
     async def send_batch_sms(
@@ -347,17 +411,17 @@ def build_server(
         out_id: OutId = None,
         confirm_token: ConfirmToken = None,
         human: Annotated[ElicitationResult[HumanConfirmation], Resolve(ask_for_batch)] = None,  # type: ignore[assignment]
-    ) -> SendResult:
+    ) -> Annotated[CallToolResult, SendResult]:
         """Send one template to many recipients, each with its own signature and values, in two steps.
 
         Same protocol as send_sms: the first call returns a plan and a confirm_token and sends nothing; show the
         plan to the user, and only after explicit confirmation call again with the same arguments plus the
         token."""
-        service = _service(ctx)
-        if _declined(ctx, confirm_token, human):
-            return await _run(_async(service.decline, confirm_token or ""))
-        return await _run(service.send_batch_sms([r.model_dump() for r in recipients], template_code, out_id,
-                                                 confirm_token, progress=ctx.report_progress))
+        plain = [r.model_dump() for r in recipients]
+        arguments = {"recipients": plain, "template_code": template_code, "out_id": out_id}
+        return await _confirm_or_answer(ctx, confirm_token, "send_batch_sms", arguments, human, lambda who: _service(
+            ctx).send_batch_sms(plain, template_code, out_id, confirm_token, progress=ctx.report_progress,
+                                principal=who))
 
     @server.tool(title="Query delivery receipts", annotations=READ_ONLY)
     async def query_details(
@@ -371,12 +435,12 @@ def build_server(
                                              "send_batch_sms: every recipient of the plan is queried.")] = None,
         page_size: Annotated[int, Field(ge=1, le=50)] = 10,
         current_page: Page = 1,
-    ) -> DeliveryReport:
+    ) -> Annotated[CallToolResult, DeliveryReport]:
         """Delivery receipts: by plan_id (every recipient of a send, summarised as delivered / failed / pending)
         or by phone_number and send_date. Receipts usually arrive 10-30 s after sending; pending is normal at
         first. Use this, never a resend, to find out what happened to a send."""
         return await _run(_service(ctx).query_details(phone_number, send_date, biz_id, plan_id, page_size,
-                                                      current_page))
+                                                      current_page, principal=_principal(ctx)))
 
     @server.tool(title="Query sending statistics", annotations=READ_ONLY)
     async def query_statistics(
@@ -393,7 +457,7 @@ def build_server(
         sign_name: Annotated[str | None, Field(max_length=100, description="Only this signature.")] = None,
         page_index: Page = 1,
         page_size: Annotated[int, Field(ge=1, le=50)] = 10,
-    ) -> Statistics:
+    ) -> Annotated[CallToolResult, Statistics]:
         """Daily totals between two dates: submitted, delivered, failed and still pending."""
         return await _run(_service(ctx).query_statistics(start_date, end_date, scope, template_type, sign_name,
                                                          page_index, page_size))
@@ -414,7 +478,7 @@ def build_server(
                                                   "party.")] = None,
         page_no: Page = 1,
         page_size: Annotated[int, Field(ge=1, le=50)] = 20,
-    ) -> QualificationResult:
+    ) -> Annotated[CallToolResult, QualificationResult]:
         """The account's SMS qualification (business verification) records, or one in detail with group_id.
         Review states are reported in one vocabulary; ID numbers, names and phone numbers are masked."""
         return await _run(_service(ctx).qualification(group_id, qualification_name, company_name,
@@ -425,13 +489,13 @@ def build_server(
                      description="The account's approved signatures (JSON), for clients that surface resources.",
                      mime_type="application/json")
     async def approved_signs() -> str:
-        return (await _run(_live_service().list_signs(1, 50, "approved"))).model_dump_json(indent=2)
+        return (await _resource(_live_service().list_signs(1, 50, "approved"))).model_dump_json(indent=2)
 
     @server.resource("sms://templates", name="approved_templates", title="Approved SMS templates",
                      description="The account's approved templates with their ${variables} (JSON).",
                      mime_type="application/json")
     async def approved_templates() -> str:
-        return (await _run(_live_service().list_templates(1, 50, "approved"))).model_dump_json(indent=2)
+        return (await _resource(_live_service().list_templates(1, 50, "approved"))).model_dump_json(indent=2)
 
     @server.prompt(name="send_verification_code", title="Send a verification code by SMS")
     def send_verification_code(

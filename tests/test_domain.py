@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import re
-import socket
-import sqlite3
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sms_mcp.config import ConfigError, Settings
 from sms_mcp.core.errors import SmsError
-from sms_mcp.core.ledger import Ledger, NewChunk
 from sms_mcp.core.normalise import (
     qualification_from_list,
     qualification_status_of,
@@ -156,65 +151,8 @@ def test_values_are_data_not_templates() -> None:
     assert text == "【s】${b}"
 
 
-CHUNK = NewChunk(action="SendSms", params={"PhoneNumbers": "13800138000"},
-                 recipients=[{"number": "13800138000", "sign": "s"}], out_id="o")
-
-
-def _race(ledgers: list[Ledger], fn: Callable[[Ledger], bool]) -> list[bool]:
-    wins: list[bool] = []
-    threads = [threading.Thread(target=lambda lg=lg: wins.append(fn(lg))) for lg in ledgers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sorted(wins)
-
-
-def test_ledger_claims_are_exactly_once_across_connections(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    ledger.create(plan_id="p1", token="t", tool="send_sms", args_hash="h", ttl=60, plan={}, chunks=[CHUNK])
-    others = [Ledger(tmp_path / "ledger.sqlite3") for _ in range(8)]  # separate connections, like processes
-    assert _race(others, lambda lg: lg.claim("p1")) == [False] * 7 + [True]
-    assert ledger.get("p1").state == "sending"
-    assert _race(others, lambda lg: lg.claim_chunk("p1", 1, [("13800138000", "s", "T", "notification")])) \
-        == [False] * 7 + [True]
-    assert ledger.chunks("p1")[0].state == "sending"
-    assert ledger.sends_since(0) == 1  # the intent counts against the budgets once
-    assert ledger.by_token("t").plan_id == "p1" and ledger.by_token("other") is None
-
-
-def test_ledger_settles_and_frees_budget_on_rejection(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    ledger.create(plan_id="p", token="t", tool="send_sms", args_hash="h", ttl=60, plan={}, chunks=[CHUNK])
-    ledger.claim("p")
-    ledger.claim_chunk("p", 1, [("13800138000", "s", "T", "notification")])
-    assert ledger.settle_chunk("p", 1, "rejected", error_code="isv.X")
-    assert ledger.sends_since(0) == 0
-    assert not ledger.settle_chunk("p", 1, "accepted")  # a settled chunk does not change again
-    assert ledger.chunks("p")[0].state == "rejected"
-
-
-def test_ledger_orphaned_intent_becomes_unknown(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    ledger.create(plan_id="p", token="t", tool="send_sms", args_hash="h", content_hash="c", ttl=60, plan={},
-                  chunks=[CHUNK])
-    ledger.claim_chunk("p", 1, [])
-    ledger.expire_orphans("p", stale_after=60)
-    assert ledger.chunks("p")[0].state == "sending"  # this process is alive and the claim is fresh
-    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
-        db.execute("UPDATE chunks SET owner = ?", (f"{socket.gethostname()}:999999999",))
-    ledger.expire_orphans("p", stale_after=60)
-    assert ledger.chunks("p")[0].state == "unknown"
-    assert ledger.unreconciled_like("c") == "p"
-
-
-def test_ledger_refuses_expired_claims(tmp_path: Path) -> None:
-    now = [1000.0]
-    ledger = Ledger(tmp_path / "l.sqlite3", clock=lambda: now[0])
-    ledger.create(plan_id="p", token="t", tool="send_sms", args_hash="h", ttl=10, plan={}, chunks=[CHUNK])
-    now[0] += 11
-    assert ledger.claim("p") is False and ledger.get("p").state == "prepared"
-    assert ledger.cancel("p") is True and ledger.get("p").state == "cancelled"
+# The ledger's own tests are the port's contract (tests/ledger_contract.py), run on SQLite in
+# tests/test_ledger_contract_sqlite.py.
 
 
 def test_settings_validate_values() -> None:

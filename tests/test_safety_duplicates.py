@@ -325,7 +325,7 @@ class RawServer:
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)  # reaped: a zombie would still look alive to the ledger's owner check
+        self.proc.wait(timeout=10)
 
 
 def wait_for(predicate: Any, timeout: float = 10.0) -> None:
@@ -355,7 +355,7 @@ async def test_sigkill_mid_send_then_a_new_process_reconciles(
         wait_for(lambda: ledger_rows(data, plan["plan_id"])[1][0][0] == "sending"
                  and (not reached or len(sent_to(emu, number)) == 1))
         owner = ledger_rows(data, plan["plan_id"])[1][0][2]
-        assert owner.endswith(f":{raw.proc.pid}")
+        assert f":{raw.proc.pid}:" in owner  # host:pid:random, holding a lease it renews while the call is out
         raw.kill()
     finally:
         if raw.proc.poll() is None:
@@ -367,8 +367,9 @@ async def test_sigkill_mid_send_then_a_new_process_reconciles(
 
     async with Client(serve(emu, tmp_path), mode="legacy") as client:
         assert "[sms_mcp.UNRECONCILED]" in await error(client, "send_sms", args)
+        # The replay waits until the dead owner's lease has expired, then finds the chunk orphaned: never resent.
         replay = await call(client, "send_sms", {**args, "confirm_token": plan["confirm_token"]})
-        assert replay["status"] == "unknown" and replay["replayed"] is True  # found orphaned: never resent
+        assert replay["status"] == "unknown" and replay["replayed"] is True
         assert ledger_rows(data, plan["plan_id"])[1][0][0] == "unknown"
         report = await call(client, "query_details", {"plan_id": plan["plan_id"]})
         expected = "accepted" if reached else "not_sent"
@@ -428,7 +429,7 @@ async def test_not_sent_is_concluded_only_after_the_grace_period(tmp_path: Path,
     assert early.plan_status == "unknown" and early.reconciled[0].after == "unknown"
     assert "too early" in early.reconciled[0].evidence.lower()
     if reach:  # the late request lands at the provider after all, inside the grace period
-        core.handle("SendSms", {**service.ledger.chunks(plan.plan_id)[0].params})
+        core.handle("SendSms", {**(await service.ledger.chunks(plan.plan_id))[0].params})
     clock.now += 25
     final = await service.query_details(plan_id=plan.plan_id)
     assert final.plan_status == ("accepted" if reach else "not_sent")

@@ -1,5 +1,7 @@
 """Human confirmation through the client (SMS_MCP_CONFIRM_MODE=auto|elicit): the confirming call asks the human;
-no, cancel or a closed form cancels the plan for good; a client that cannot ask is refused in `elicit` mode.
+a "no" (decline, or the box left unticked) cancels the plan for good; a prompt dismissed without a choice (cancel:
+what a headless client answers) leaves the plan waiting, token valid; a client that cannot ask is refused in
+`elicit` mode.
 Both protocol eras: 2026-07-28 (MRTR, the client retries with the answer) and the 2025-11-25 live request."""
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ async def test_human_accepts_then_it_sends_once(tmp_path: Path, era: str, mode: 
 
 
 @ERAS
-@pytest.mark.parametrize("answer", [DECLINE, CANCEL, NO_IN_FORM], ids=["decline", "cancel", "unticked"])
+@pytest.mark.parametrize("answer", [DECLINE, NO_IN_FORM], ids=["decline", "unticked"])
 async def test_human_says_no_then_the_plan_is_cancelled_for_good(
     tmp_path: Path, era: str, answer: ElicitResult
 ) -> None:
@@ -91,6 +93,23 @@ async def test_human_says_no_then_the_plan_is_cancelled_for_good(
         assert b.sent() == []
         # Declining is not an unknown outcome: the same send may be prepared again.
         assert (await b.ok("send_sms", ARGS))["status"] == "pending_confirmation"
+
+
+@ERAS
+@pytest.mark.parametrize("mode", ["auto", "elicit"])
+async def test_a_dismissed_prompt_leaves_the_plan_waiting(tmp_path: Path, era: str, mode: str) -> None:
+    """Cancel is not "no": the human did not answer. Nothing is sent, the plan is not cancelled, the same token
+    can be confirmed later (here: the human is asked again and says yes)."""
+    human = Human(CANCEL, YES)
+    async with box(tmp_path, era, mode, human) as b:
+        plan = await b.ok("send_sms", ARGS)
+        result = await b.ok("send_sms", {**ARGS, "confirm_token": plan["confirm_token"]})
+        assert result["status"] == "pending_confirmation" and result["plan_id"] == plan["plan_id"]
+        assert "did not answer" in result["message"] and "nothing was sent" in result["message"]
+        assert "same confirm_token" in result["next_step"] and result.get("confirm_token") is None
+        assert b.plan_state(plan["plan_id"]) == "prepared" and b.sent() == []
+        sent = await b.ok("send_sms", {**ARGS, "confirm_token": plan["confirm_token"]})
+        assert sent["status"] == "accepted" and len(b.sent()) == 2 and len(human.questions) == 2
 
 
 @ERAS

@@ -187,9 +187,11 @@ def from_gateway(err: GatewayError) -> SmsError:
     return SmsError(err.code, f"HTTP {err.status}: {meaning}", step, err.request_id)
 
 
-def from_unknown(err: OutcomeUnknownError) -> SmsError:
+def from_unanswered_read(action: str, err: OutcomeUnknownError) -> SmsError:
+    """A read (a list, a look-up, a receipt query; also the checks of a send's first step) got no answer. Not
+    OUTCOME_UNKNOWN, which means a send may have gone out: a read sends nothing."""
     return SmsError(
-        "sms_mcp.OUTCOME_UNKNOWN",
-        f"No answer from Alibaba Cloud ({err.reason}).",
-        "Retry the read later.",
+        "sms_mcp.READ_UNANSWERED",
+        f"No answer from Alibaba Cloud to {action} ({err.reason}); nothing was sent.",
+        "Retry in a moment; if it keeps failing, run `sms-mcp doctor` (network, endpoint, credentials).",
     )

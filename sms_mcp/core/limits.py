@@ -73,14 +73,14 @@ def evaluate(
     count = len(messages)
     if limits.daily_limit is not None and used_today + count > limits.daily_limit:
         return Refusal("sms_mcp.DAILY_LIMIT",
-                       f"{count} message(s) would exceed the daily limit of {limits.daily_limit} (UTC+8 day, "
-                       f"SMS_MCP_DAILY_LIMIT); {used_today} are used. Nothing was sent.")
+                       f"{count} message(s) would exceed the daily limit: {used_today} of the {limits.daily_limit} "
+                       "allowed today (UTC+8, SMS_MCP_DAILY_LIMIT) are used; nothing was sent.")
     if limits.principal_daily_limit is not None and \
             used_today_by_principal + count > limits.principal_daily_limit:
         return Refusal("sms_mcp.PRINCIPAL_DAILY_LIMIT",
-                       f"{count} message(s) would exceed your daily limit of {limits.principal_daily_limit} "
-                       f"(UTC+8 day, set by the operator's policy); {used_today_by_principal} are used. Nothing "
-                       "was sent.")
+                       f"{count} message(s) would exceed your own daily limit: {used_today_by_principal} of the "
+                       f"{limits.principal_daily_limit} allowed to you today (UTC+8, the operator's policy) are "
+                       "used; nothing was sent.")
     if not limits.flow_windows:
         return None
     by_recipient: dict[tuple[str, str], list[SentMessage]] = {}
@@ -102,6 +102,6 @@ def evaluate(
     if not blocked:
         return None
     return Refusal("isv.BUSINESS_LIMIT_CONTROL",
-                   "Local flow-control check: Alibaba would refuse this send for "
+                   "Local flow-control pre-check: Alibaba would refuse this send for "
                    f"{', '.join(blocked[:5])}{' …' if len(blocked) > 5 else ''}; nothing was sent. It can be "
                    f"tried again after {when(retry_at)}.", retry_at)

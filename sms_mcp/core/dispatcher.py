@@ -1,0 +1,388 @@
+"""The dispatcher: a confirmed plan's chunks claimed, sent once, settled (see :mod:`sms_mcp.core.lifecycle`).
+
+Confirming takes the plan's lease; only the lease holder claims chunks, each claim writing the intent (and
+checking the limits) before the one API call; the holder renews the lease while it works. Every other
+confirmation of the same plan (a replay, a concurrent call, another process) waits for the recorded outcome and
+reports it. A decline and a confirmation racing for the same plan: whichever the ledger records first wins, and
+the other reports the winner's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from sms_mcp.config import Settings
+from sms_mcp.core import errors, lifecycle
+from sms_mcp.core.audit import AuditLog
+from sms_mcp.core.errors import SmsError
+from sms_mcp.core.lifecycle import ChunkState, PlanState
+from sms_mcp.core.limits import evaluate, send_limits, when
+from sms_mcp.core.models import Plan, SendResult, TemplateInfo
+from sms_mcp.core.outcomes import assemble
+from sms_mcp.core.planner import SendRequest, token_hash
+from sms_mcp.core.policy import Policy
+from sms_mcp.core.ports import (
+    ChunkAnswer,
+    ChunkRecord,
+    ClaimStatus,
+    Lease,
+    LedgerPort,
+    LedgerUnavailable,
+    PlanRecord,
+    Principal,
+)
+from sms_mcp.core.throttle import Limiters
+from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
+
+log = logging.getLogger("sms_mcp.dispatcher")
+
+#: ``await progress(done, total, message)``: the skin forwards it as MCP progress notifications.
+Progress = Callable[[float, float, str], Awaitable[None]]
+#: A per-principal daily message budget (None: none), e.g. from the gateway's policy file.
+BudgetFor = Callable[[Principal], "int | None"]
+SEND_CONCURRENCY = 8
+#: How long a claim holds without renewal. Renewed every third of it while a call is in flight, so only a
+#: process that stopped (crash, SIGKILL, a host gone) loses it; then its leftovers are recovered.
+LEASE_SECONDS = 10.0
+POLL_SECONDS = 0.05
+#: Test-only hook: when set to a path, a process that won a confirmation writes the plan id there and stops
+#: before claiming any chunk, so a test can kill it exactly between the plan claim and the chunk claims.
+PAUSE_AFTER_CONFIRM = "SMS_MCP_TEST_PAUSE_AFTER_CONFIRM"
+
+UNKNOWN_TOKEN_STEP = ("Call the tool without confirm_token to prepare a plan, show it to the user, then confirm with "
+                      "the token it returns.")
+
+
+def unknown_token() -> SmsError:
+    """The one answer for a token that is not yours: unknown, another principal's, or made up."""
+    return SmsError("sms_mcp.UNKNOWN_TOKEN", "This confirm_token is not valid; nothing was sent.", UNKNOWN_TOKEN_STEP)
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Dispatcher:
+    def __init__(
+        self, settings: Settings, transport: Transport, ledger: LedgerPort, audit: AuditLog, policy: Policy,
+        clock: Callable[[], float], served: Callable[[], dict[str, Any]], *, budget_for: BudgetFor | None = None,
+        lease_seconds: float = LEASE_SECONDS, limiters: Limiters | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.ledger = ledger
+        self.audit = audit
+        self.policy = policy
+        self.clock = clock
+        self.served = served
+        self.budget_for: BudgetFor = budget_for or (lambda _principal: None)
+        self.lease = Lease(new_owner_id(), lease_seconds)
+        self.limiters = limiters or Limiters()
+
+    # ----------------------------------------------------------------- looking a plan up
+    async def _own_plan(self, token: str, principal: Principal) -> PlanRecord:
+        record = await self.ledger.plan_by_token(token_hash(token))
+        if record is None or record.principal != principal:
+            raise unknown_token()
+        return record
+
+    async def awaiting(self, token: str, request: SendRequest, principal: Principal) -> Plan | None:
+        """The plan this exact confirmation would send, if it is still waiting (for the human prompt). None when
+        the token is unknown, not the caller's, used, expired or bound to other arguments."""
+        try:
+            record = await self._own_plan(token, principal)
+        except SmsError:
+            return None
+        if record.args_hash != request.args_hash or record.state is not PlanState.PREPARED:
+            return None
+        if record.expires_at <= self.clock():
+            return None
+        return Plan.model_validate(record.summary)
+
+    async def result(self, record: PlanRecord, replayed: bool) -> SendResult:
+        chunks = await self.ledger.chunks(record.plan_id)
+        return assemble(record, Plan.model_validate(record.summary), chunks, self.served(), replayed)
+
+    def _cancelled(self, record: PlanRecord, message: str) -> SendResult:
+        return SendResult(
+            **self.served(), status="cancelled", plan_id=record.plan_id, plan=Plan.model_validate(record.summary),
+            message=message, next_step="Ask the user what they want instead; a new send needs a new plan.",
+        )
+
+    # ----------------------------------------------------------------- the human's answers
+    async def decline(self, token: str, principal: Principal) -> SendResult:
+        """The human said no: the plan is cancelled for good; nothing is sent. If a confirmation won the race,
+        its outcome is reported instead — never "nothing was sent" when something may have been."""
+        record = await self._own_plan(token, principal)
+        change = await self.ledger.decline_plan(record.plan_id, principal, self.clock())
+        fresh = change.plan or record
+        if change.won:
+            self.audit.write("declined", record.plan_id, principal=_who(principal))
+        if fresh.state is PlanState.SENDING:
+            result = await self._wait_for_outcome(fresh)
+            return result.model_copy(update={"message": "The user declined, but another confirmation had already "
+                                             "sent this plan. " + result.message})
+        return self._cancelled(fresh, "The user declined the confirmation; the plan is cancelled and nothing was "
+                                      "sent.")
+
+    async def unanswered(self, token: str, request: SendRequest, principal: Principal) -> SendResult:
+        """The prompt was dismissed without a choice (or timed out): the plan keeps waiting; the token stays
+        valid. Unless another confirmation decided it meanwhile: then that is reported."""
+        record = await self._own_plan(token, principal)
+        if record.args_hash != request.args_hash:
+            raise _mismatch(record)
+        if record.state is PlanState.SENDING:
+            return await self._wait_for_outcome(record)
+        if record.state is PlanState.CANCELLED:
+            return self._cancelled(record, "The plan was declined and cancelled; nothing was sent.")
+        return SendResult(
+            **self.served(), status="pending_confirmation", plan_id=record.plan_id,
+            plan=Plan.model_validate(record.summary), expires_at=_iso(record.expires_at),
+            message="The user did not answer the confirmation prompt (it was dismissed without a choice); "
+                    "nothing was sent and the plan still awaits confirmation.",
+            next_step="Ask the user in the conversation whether to send this plan. Only if they explicitly say "
+                      "yes, call again with the same arguments and the same confirm_token (valid until "
+                      f"{_iso(record.expires_at)}). If they say no, do not call again.",
+        )
+
+    # ----------------------------------------------------------------- confirming
+    async def confirm(self, token: str, request: SendRequest, principal: Principal,
+                      progress: Progress | None) -> SendResult:
+        record = await self._own_plan(token, principal)
+        if record.args_hash != request.args_hash:
+            raise _mismatch(record)
+        if record.state is PlanState.PREPARED:
+            if record.expires_at <= self.clock():
+                raise _expired(record)
+            await self._check_again(record, request, principal)
+            change = await self.ledger.confirm_plan(record.plan_id, principal, self.lease, self.clock())
+            fresh = change.plan or record
+            if change.won:
+                self.audit.write("confirmed", record.plan_id, principal=_who(principal))
+                return await self._drive(fresh, progress)
+            record = fresh
+        if record.state is PlanState.CANCELLED:  # declined, possibly while this confirmation was on its way
+            raise SmsError("sms_mcp.PLAN_CANCELLED", f"Plan {record.plan_id} was declined and cancelled; nothing "
+                           "was sent.", "Prepare a new plan if the user now wants to send.")
+        if record.state is PlanState.PREPARED:  # the claim lost only to the clock
+            raise _expired(record)
+        return await self._wait_for_outcome(record)
+
+    async def _check_again(self, record: PlanRecord, request: SendRequest, principal: Principal) -> None:
+        """Time has passed since the plan was made: the operator's configuration (a restart with a new allow-list,
+        cap or promotional setting) and the budgets are checked again (the claims re-check the budgets
+        atomically; this answers early, with a clear refusal, when they are already used up)."""
+        self.policy.check_can_send()
+        self.policy.check_recipients(request.phones)
+        self.policy.check_template(TemplateInfo.model_construct(template_code=record.template_code,
+                                                                type=record.template_type))
+        await precheck_limits(self.ledger, self.settings, self.clock(), record.template_code, record.template_type,
+                              [a.recipient for a in request.addressees], principal, self.budget_for(principal))
+
+    async def _drive(self, record: PlanRecord, progress: Progress | None) -> SendResult:
+        """The lease holder sends every chunk of its plan, renewing the lease until it is done."""
+        pause = os.environ.get(PAUSE_AFTER_CONFIRM)
+        if pause:
+            Path(pause).write_text(record.plan_id)
+            await anyio.sleep(3600)
+        chunks = await self.ledger.chunks(record.plan_id)
+        pending = [c for c in chunks if c.state is ChunkState.PENDING]
+        total = len(chunks)
+        done = total - len(pending)
+        made: list[int] = []  # chunk numbers whose API call this caller made
+        failures: list[BaseException] = []
+        limiter = anyio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(chunk: ChunkRecord) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    await self._send_chunk(record, chunk, made)
+                except (SmsError, LedgerUnavailable) as err:  # reported after the other chunks are done
+                    failures.append(err)
+                    return
+                done += 1
+                if progress is not None:
+                    await progress(done, total, f"chunk {chunk.chunk_no}/{total} done")
+
+        async def renew() -> None:
+            while True:
+                await anyio.sleep(self.lease.seconds / 3)
+                try:
+                    renewed = await self.ledger.renew_lease(record.plan_id, self.lease, self.clock())
+                except LedgerUnavailable:
+                    renewed = False
+                if not renewed:
+                    log.warning("plan %s: lease lost; remaining chunks will not be sent", record.plan_id)
+                    return
+
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(renew)
+                async with anyio.create_task_group() as tg:
+                    for chunk in pending:
+                        tg.start_soon(one, chunk)
+                outer.cancel_scope.cancel()
+        except BaseException:
+            # Interrupted (client timeout, shutdown): chunks never claimed are given up now rather than when the
+            # lease runs out; a chunk in flight was recorded unknown by _send_chunk.
+            with anyio.CancelScope(shield=True):
+                await self._abandon_pending(record.plan_id, "The confirmation was interrupted before this part "
+                                            "was sent; it was never sent.")
+            raise
+        try:
+            if failures:
+                raise failures[0]
+            fresh = await self.ledger.get_plan(record.plan_id) or record
+            return await self.result(fresh, replayed=not made)
+        except LedgerUnavailable as err:
+            if not made:
+                raise
+            raise _failed_mid_send(record.plan_id, err) from None
+
+    async def _abandon_pending(self, plan_id: str, why: str) -> None:
+        move = lifecycle.ABANDON_CHUNK
+        try:
+            for chunk in await self.ledger.chunks(plan_id):
+                if chunk.state is ChunkState.PENDING:
+                    await self.ledger.settle_chunk(plan_id, chunk.chunk_no, move.sources, move.target,
+                                                   ChunkAnswer(error_code="sms_mcp.CONFIRMATION_LOST",
+                                                               error_message=why), self.clock())
+        except LedgerUnavailable:
+            log.warning("plan %s: could not give up its pending chunks; its lease expiry will", plan_id)
+
+    async def _send_chunk(self, record: PlanRecord, chunk: ChunkRecord, made: list[int]) -> None:
+        """One API call, at most once ever: intent first (with the limits, atomically), then the call, then the
+        outcome. The chunk number goes into ``made`` once the call may have left."""
+        await self.limiters[chunk.action].acquire()
+        now = self.clock()
+        limits = send_limits(record.template_type, now, self.settings.daily_limit,
+                             self.budget_for(record.principal))
+        claim = await self.ledger.claim_chunk(record.plan_id, chunk.chunk_no, self.lease, now, limits)
+        if claim.status is not ClaimStatus.CLAIMED:
+            if claim.status is ClaimStatus.REFUSED and claim.refusal is not None:
+                self.audit.write("rejected", record.plan_id, chunk=chunk.chunk_no, code=claim.refusal.code,
+                                 principal=_who(record.principal))
+            return
+        plan_id, n = record.plan_id, chunk.chunk_no
+        made.append(n)
+        try:
+            body = await self.transport.call(chunk.action, dict(chunk.params))
+        except GatewayError as err:
+            # 4xx: the gateway refused before the action ran. 5xx: it may have run.
+            meaning, _ = errors.explain(err.code, err.message)
+            state = ChunkState.UNKNOWN if err.status >= 500 else ChunkState.REJECTED
+            answer = ChunkAnswer(request_id=err.request_id or None, error_code=err.code,
+                                 error_message=f"HTTP {err.status}: {meaning}")
+        except OutcomeUnknownError as err:
+            state, answer = ChunkState.UNKNOWN, ChunkAnswer(
+                error_code="sms_mcp.OUTCOME_UNKNOWN", error_message=f"No answer from Alibaba Cloud ({err.reason}).")
+        except BaseException:
+            # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, then unwind.
+            await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
+                error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The call was interrupted while sending."))
+            self.audit.write("unknown", plan_id, chunk=n, reason="interrupted", principal=_who(record.principal))
+            raise
+        else:
+            request_id = str(body.get("RequestId") or "") or None
+            if body.get("Code") == "OK":
+                state, answer = ChunkState.ACCEPTED, ChunkAnswer(biz_id=str(body.get("BizId") or "") or None,
+                                                                 request_id=request_id)
+            else:
+                code = str(body.get("Code") or "Unknown")
+                meaning, _ = errors.explain(code, str(body.get("Message") or ""))
+                state, answer = ChunkState.REJECTED, ChunkAnswer(request_id=request_id, error_code=code,
+                                                                 error_message=meaning)
+        await self._settle(plan_id, n, state, answer)
+        self.audit.write(state.value, plan_id, chunk=n, recipients=len(chunk.recipients), biz_id=answer.biz_id,
+                         code=answer.error_code, principal=_who(record.principal))
+        log.info("plan %s chunk %d: %s", plan_id, n, state.value)
+
+    async def _settle(self, plan_id: str, chunk_no: int, target: ChunkState, answer: ChunkAnswer) -> None:
+        """Record the answer even if this task is being cancelled: the API call has been made."""
+        move = lifecycle.settle(target)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.ledger.settle_chunk(plan_id, chunk_no, move.sources, move.target, answer, self.clock())
+            except LedgerUnavailable as err:
+                raise _failed_mid_send(plan_id, err) from None
+
+    # ----------------------------------------------------------------- replays
+    async def _wait_for_outcome(self, record: PlanRecord) -> SendResult:
+        """Another caller holds (or held) the plan: wait until its chunks are settled, recovering what a dead
+        owner left, then report the recorded outcome (sending nothing)."""
+        deadline = self.clock() + self.lease.seconds + self.settings.read_timeout + self.settings.connect_timeout + 30
+        while True:
+            await self.ledger.recover(record.plan_id, self.clock())
+            chunks = await self.ledger.chunks(record.plan_id)
+            if not any(c.state in (ChunkState.PENDING, ChunkState.SENDING) for c in chunks):
+                break
+            if self.clock() >= deadline:
+                break
+            await anyio.sleep(POLL_SECONDS)
+        fresh = await self.ledger.get_plan(record.plan_id) or record
+        return await self.result(fresh, replayed=True)
+
+
+async def precheck_limits(
+    ledger: LedgerPort, settings: Settings, now: float, template_code: str, template_type: str,
+    recipients: list[Any], principal: Principal, principal_daily_limit: int | None,
+) -> None:
+    """The limits, checked before anything is claimed, for a clear early answer. Not decisive: the chunk
+    claims check them again atomically."""
+    limits = send_limits(template_type, now, settings.daily_limit, principal_daily_limit)
+    used = await ledger.sends_since(limits.day_start) if limits.daily_limit is not None else 0
+    mine = await ledger.sends_since(limits.day_start, principal) if principal_daily_limit is not None else 0
+    since = limits.history_since
+    history = await ledger.recent_sends(since, [r.number for r in recipients]) if since is not None else []
+    refusal = evaluate(limits, template_code, recipients, used_today=used, used_today_by_principal=mine,
+                       history=history)
+    if refusal is None:
+        return
+    if refusal.code == "isv.BUSINESS_LIMIT_CONTROL":
+        step = f"Do not resend now; tell the user it can be tried again after {when(refusal.retry_at or now)}."
+    elif refusal.code == "sms_mcp.PRINCIPAL_DAILY_LIMIT":
+        step = "Wait until tomorrow (UTC+8) or ask the operator to raise your daily limit."
+    else:
+        step = "Wait until tomorrow (UTC+8) or ask the operator to raise the limit."
+    raise SmsError(refusal.code, refusal.message, step)
+
+
+def _failed_mid_send(plan_id: str, err: LedgerUnavailable) -> SmsError:
+    return SmsError(
+        "sms_mcp.LEDGER_FAILED_MID_SEND",
+        f"Plan {plan_id}: a request was made, but the ledger failed before its outcome was recorded or read back "
+        f"({err.location}: {err.reason}). The SMS may have been sent.",
+        f"Do NOT send again. Tell the user and the operator ({err.hint}); once the ledger works, call "
+        f"query_details(plan_id='{plan_id}') to reconcile it.")
+
+
+def _who(principal: Principal) -> dict[str, str]:
+    return {"subject": principal.subject, "client_id": principal.client_id}
+
+
+def _mismatch(record: PlanRecord) -> SmsError:
+    return SmsError("sms_mcp.TOKEN_ARGUMENT_MISMATCH",
+                    f"The token belongs to plan {record.plan_id}, which was prepared with different arguments; "
+                    "nothing was sent.",
+                    "Confirm with exactly the arguments of the plan, or prepare a new plan for the new arguments "
+                    "and show it to the user.")
+
+
+def _expired(record: PlanRecord) -> SmsError:
+    return SmsError("sms_mcp.TOKEN_EXPIRED", f"The token of plan {record.plan_id} expired; nothing was sent.",
+                    "Prepare the plan again (call without confirm_token), show it to the user and confirm with the "
+                    "new token.")
