@@ -75,11 +75,23 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _ledger_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("SMS_MCP_LEDGER_URL", "").strip()
+    if raw and not raw.startswith(("postgresql://", "postgres://")):
+        scheme = raw.split(":", 1)[0][:20] if ":" in raw else "no scheme"
+        # The value is not echoed: a connection URL may carry a password.
+        raise ConfigError(f"SMS_MCP_LEDGER_URL ({scheme}): expected a postgresql://user:password@host:port/database "
+                          "URL, or unset for the SQLite ledger in the data directory")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Backend selection and storage.
     backend: str = "auto"
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    # A shared PostgreSQL ledger for replicas (None: SQLite in data_dir). Not in repr: it may hold a password.
+    ledger_url: str | None = field(default=None, repr=False)
     # Two-step confirmation.
     confirm_ttl_seconds: float = 600.0
     confirm_mode: str = "token"
@@ -115,6 +127,7 @@ class Settings:
         return cls(
             backend=_choice(env, "SMS_MCP_BACKEND", "auto", BACKENDS),
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
+            ledger_url=_ledger_url(env),
             confirm_ttl_seconds=_float(env, "SMS_MCP_CONFIRM_TTL_SECONDS", 600.0, minimum=1.0),
             confirm_mode=_choice(env, "SMS_MCP_CONFIRM_MODE", "token", CONFIRM_MODES),
             reconcile_grace_seconds=_float(env, "SMS_MCP_RECONCILE_GRACE_SECONDS", 30.0),
