@@ -6,6 +6,7 @@ Policy settings live here and nowhere else: no tool argument can change them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,18 @@ def _ledger_url(env: Mapping[str, str]) -> str | None:
     return raw or None
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list (empty items dropped)."""
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _replica_id(env: Mapping[str, str]) -> str | None:
+    raw = env.get("SMS_MCP_REPLICA_ID", "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", raw):
+        raise ConfigError(f"SMS_MCP_REPLICA_ID={raw[:40]!r}: expected 1-32 letters, digits, '-' or '_'")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Backend selection and storage.
@@ -115,6 +128,17 @@ class Settings:
     allow_promotional: bool = False
     # Logging.
     log_level: str = "INFO"
+    # Serving over HTTP (`sms-mcp serve --http`); see README "Run it for a team".
+    public_url: str | None = None
+    auth_issuer: str | None = None
+    auth_jwks_url: str | None = None
+    api_keys: tuple[str, ...] = ()
+    policy_file: Path | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    request_state_keys: tuple[str, ...] = ()
+    replica_id: str | None = None
+    shutdown_grace_seconds: float = 20.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,4 +168,14 @@ class Settings:
             read_only=_bool(env, "SMS_MCP_READ_ONLY", False),
             allow_promotional=_bool(env, "SMS_MCP_ALLOW_PROMOTIONAL", False),
             log_level=(env.get("SMS_MCP_LOG_LEVEL", "").strip() or "INFO").upper(),
+            public_url=env.get("SMS_MCP_PUBLIC_URL", "").strip() or None,
+            auth_issuer=env.get("SMS_MCP_AUTH_ISSUER", "").strip() or None,
+            auth_jwks_url=env.get("SMS_MCP_AUTH_JWKS_URL", "").strip() or None,
+            api_keys=_list(env, "SMS_MCP_API_KEYS"),
+            policy_file=Path(policy).expanduser() if (policy := env.get("SMS_MCP_POLICY_FILE", "").strip()) else None,
+            allowed_hosts=_list(env, "SMS_MCP_ALLOWED_HOSTS"),
+            allowed_origins=_list(env, "SMS_MCP_ALLOWED_ORIGINS"),
+            request_state_keys=_list(env, "SMS_MCP_REQUEST_STATE_KEYS"),
+            replica_id=_replica_id(env),
+            shutdown_grace_seconds=_float(env, "SMS_MCP_SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0),
         )

@@ -40,6 +40,7 @@ from sms_mcp.core.ports import (
     PlanRecord,
     Principal,
 )
+from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.throttle import Limiters
 from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
 
@@ -80,6 +81,7 @@ class Dispatcher:
         self, settings: Settings, transport: Transport, ledger: LedgerPort, audit: AuditLog, policy: Policy,
         clock: Callable[[], float], served: Callable[[], dict[str, Any]], *, budget_for: BudgetFor | None = None,
         lease_seconds: float = LEASE_SECONDS, limiters: Limiters | None = None,
+        principal_policy: PrincipalPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
@@ -89,6 +91,7 @@ class Dispatcher:
         self.clock = clock
         self.served = served
         self.budget_for: BudgetFor = budget_for or (lambda _principal: None)
+        self.principal_policy = principal_policy
         self.lease = Lease(new_owner_id(), lease_seconds)
         self.limiters = limiters or Limiters()
 
@@ -187,8 +190,10 @@ class Dispatcher:
         atomically; this answers early, with a clear refusal, when they are already used up)."""
         self.policy.check_can_send()
         self.policy.check_recipients(request.phones)
-        self.policy.check_template(TemplateInfo.model_construct(template_code=record.template_code,
-                                                                type=record.template_type))
+        template = TemplateInfo.model_construct(template_code=record.template_code, type=record.template_type)
+        self.policy.check_template(template)
+        if self.principal_policy is not None:  # the caller's own rules (policy file), on top of the server's
+            self.principal_policy.check_plan(principal, request.phones, template)
         await precheck_limits(self.ledger, self.settings, self.clock(), record.template_code, record.template_type,
                               [a.recipient for a in request.addressees], principal, self.budget_for(principal))
 
