@@ -1,5 +1,6 @@
-"""Replicas on one PostgreSQL ledger: real `sms-mcp serve` processes, each with its own data directory, sharing
-``SMS_MCP_LEDGER_URL``, with the HTTP emulator as Alibaba (openapi backend: Alibaba's SDK, signing, HTTP).
+"""Replicas on one PostgreSQL ledger: real ``sms-mcp serve --http`` processes (tests/http_support.py), each with its
+own data directory, sharing ``SMS_MCP_LEDGER_URL``, with the HTTP emulator as Alibaba (openapi backend: Alibaba's
+SDK, signing, HTTP) and OAuth access tokens the tests mint against a JWKS they serve on loopback.
 
 The emulator counts every API call by OutId, so "exactly one API call per chunk" is measured where it matters.
 PostgreSQL is a real server of the tests' own (tests/pg_server.py), stopped, killed and restarted mid-run here.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,12 +22,14 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import PROXY_VARS
-from mcp import Client, StdioServerParameters
+from http_support import AuthorizationServer, Gateway, gateway_env, http_get, mcp_client, modern_call
+from mcp import Client
 from pg_server import PostgresServer, PostgresUnavailable
 
 from sms_mcp.emulator.core import EmulatorCore
-from sms_mcp.emulator.http import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, EmulatorServer
+from sms_mcp.emulator.http import EmulatorServer
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
 
 PARAMS = {"name": "王女士", "order_no": "D2001", "date": "周五"}
 TOOL_TIMEOUT = 120.0  # generous: six sessions and three processes share two cores with other tests
@@ -54,23 +56,57 @@ def emu() -> Iterator[EmulatorServer]:
         yield server
 
 
-def replica_env(emu: EmulatorServer, data_dir: Path, ledger_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ALIBABA_CLOUD_", "SMS_MCP_")) and k not in PROXY_VARS}
-    env.update({
-        "SMS_MCP_BACKEND": "openapi", "SMS_MCP_ENDPOINT": emu.url, "SMS_MCP_DATA_DIR": str(data_dir),
-        "SMS_MCP_LEDGER_URL": ledger_url, "SMS_MCP_RECONCILE_GRACE_SECONDS": "5",
-        "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
-        "ALIBABA_CLOUD_ECS_METADATA_DISABLED": "true", "HOME": str(data_dir), "NO_PROXY": "127.0.0.1,localhost",
-    })
-    return env
+@pytest.fixture(scope="module")
+def idp() -> Iterator[AuthorizationServer]:
+    with AuthorizationServer() as server:
+        yield server
 
 
-def replica(emu: EmulatorServer, tmp_path: Path, name: str, ledger_url: str) -> StdioServerParameters:
-    data_dir = tmp_path / name
-    data_dir.mkdir(exist_ok=True)
-    return StdioServerParameters(command=sys.executable, args=["-m", "sms_mcp", "serve"],
-                                 env=replica_env(emu, data_dir, ledger_url))
+class Replicas:
+    """``count`` gateway replicas on one ledger URL, started at once (their schema migrations race), stopped at
+    the end. ``token(i)`` is alice's access token for replica i (each replica is its own resource URL)."""
+
+    def __init__(self, tmp: Path, emu: EmulatorServer, idp: AuthorizationServer, ledger_url: str, count: int,
+                 **extra: str) -> None:
+        self.idp = idp
+        self.gateways: list[Gateway] = []
+        for i in range(count):
+            home = tmp / f"r{i}"
+            home.mkdir(exist_ok=True)
+            env = gateway_env(home, emu, idp, SMS_MCP_LEDGER_URL=ledger_url, SMS_MCP_REPLICA_ID=f"r{i}",
+                              SMS_MCP_RECONCILE_GRACE_SECONDS="5", **extra)
+            self.gateways.append(Gateway(home, env, name=f"r{i}"))
+
+    def __enter__(self) -> Replicas:
+        try:
+            for gateway in self.gateways:
+                gateway.wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for gateway in self.gateways:
+            gateway.stop()
+
+    def __getitem__(self, i: int) -> Gateway:
+        return self.gateways[i]
+
+    def token(self, i: int) -> str:
+        return self.idp.token(self.gateways[i].url)
+
+    def client(self, i: int, mode: str = "auto") -> Any:
+        return mcp_client(self.gateways[i].url, self.token(i), mode=mode)
+
+    def audit(self, plan_id: str) -> list[str]:
+        events = []
+        for gateway in self.gateways:
+            path = gateway.stderr_path.parent / "data" / "audit.jsonl"
+            if path.exists():
+                events += [e["event"] for e in map(json.loads, path.read_text().splitlines())
+                           if e["plan_id"] == plan_id]
+        return events
 
 
 async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -117,29 +153,31 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
 
 # ---------------------------------------------------------------------------------------------- exactly once
 async def test_three_replicas_sixty_concurrent_confirmations_one_api_call_per_chunk(
-    pg_server: PostgresServer, emu: EmulatorServer, tmp_path: Path
+    pg_server: PostgresServer, emu: EmulatorServer, idp: AuthorizationServer, tmp_path: Path
 ) -> None:
     """One plan of three chunks (250 recipients, 100 per SendBatchSms), prepared on one replica; 60 confirmations
     at once, spread over three replicas and both protocol eras (two sessions per replica), while the provider
     takes 0.3 s per call. Exactly one API call per chunk reaches the emulator; every confirmation reports it."""
     url = pg_server.create_database()
     args = batch(1, 250)
-    async with AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(Client(replica(emu, tmp_path, f"r{i // 2}", url), mode=era))
-                   for i, era in enumerate(["auto", "legacy"] * 3)]
-        plan = await call(clients[0], "send_batch_sms", args)
-        assert plan["plan"]["chunk_count"] == 3
-        emu.faults.add("delay_before", action="SendBatchSms", seconds=0.3)
-        confirm = {**args, "confirm_token": plan["confirm_token"]}
-        results: list[dict[str, Any]] = []
+    with Replicas(tmp_path, emu, idp, url, 3) as replicas:
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(replicas.client(i // 2, era))
+                       for i, era in enumerate(["auto", "legacy"] * 3)]
+            plan = await call(clients[0], "send_batch_sms", args)
+            assert plan["plan"]["chunk_count"] == 3
+            emu.faults.add("delay_before", action="SendBatchSms", seconds=0.3)
+            confirm = {**args, "confirm_token": plan["confirm_token"]}
+            results: list[dict[str, Any]] = []
 
-        async def one(client: Client) -> None:
-            results.append(await call(client, "send_batch_sms", confirm))
+            async def one(client: Client) -> None:
+                results.append(await call(client, "send_batch_sms", confirm))
 
-        async with anyio.create_task_group() as tg:
-            for n in range(60):
-                tg.start_soon(one, clients[n % len(clients)])
-        report = await call(clients[5], "query_details", {"plan_id": plan["plan_id"]})
+            async with anyio.create_task_group() as tg:
+                for n in range(60):
+                    tg.start_soon(one, clients[n % len(clients)])
+            report = await call(clients[5], "query_details", {"plan_id": plan["plan_id"]})
+        audit = replicas.audit(plan["plan_id"])
 
     calls = emu.core.calls
     out_ids = [row[1] for row in chunk_rows(pg_server, url, plan["plan_id"])]
@@ -150,118 +188,77 @@ async def test_three_replicas_sixty_concurrent_confirmations_one_api_call_per_ch
     assert sorted(r["replayed"] for r in results) == [False] + [True] * 59
     assert [row[0] for row in chunk_rows(pg_server, url, plan["plan_id"])] == ["accepted"] * 3
     assert report["plan_status"] == "accepted"
-    # The replicas' audit logs together record one confirmation.
-    events = [json.loads(line) for r in ("r0", "r1", "r2") if (tmp_path / r / "audit.jsonl").exists()
-              for line in (tmp_path / r / "audit.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events if e["plan_id"] == plan["plan_id"]].count("confirmed") == 1
+    assert audit.count("confirmed") == 1  # the replicas' audit logs together record one confirmation
 
 
 async def test_daily_limit_holds_across_replicas(pg_server: PostgresServer, emu: EmulatorServer,
-                                                 tmp_path: Path) -> None:
+                                                 idp: AuthorizationServer, tmp_path: Path) -> None:
     """SMS_MCP_DAILY_LIMIT=3 on three replicas; six different plans confirmed at the same moment, two per replica:
     exactly three messages leave, the other three are refused by the limit (decided in the chunk claim)."""
     url = pg_server.create_database()
-    async with AsyncExitStack() as stack:
-        clients = []
-        for i in range(3):
-            params = replica(emu, tmp_path, f"r{i}", url)
-            params.env["SMS_MCP_DAILY_LIMIT"] = "3"  # type: ignore[index]
-            clients.append(await stack.enter_async_context(Client(params, mode="auto")))
-        numbers = [f"1370000{7000 + i}" for i in range(6)]
-        plans = [await call(clients[i % 3], "send_sms", notify(n)) for i, n in enumerate(numbers)]
-        emu.faults.add("delay_before", action="SendSms", seconds=0.2)
-        outcomes: list[str] = []
+    numbers = [f"1370000{7000 + i}" for i in range(6)]
+    outcomes: list[str] = []
+    with Replicas(tmp_path, emu, idp, url, 3, SMS_MCP_DAILY_LIMIT="3") as replicas:
+        async with AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(replicas.client(i)) for i in range(3)]
+            plans = [await call(clients[i % 3], "send_sms", notify(n)) for i, n in enumerate(numbers)]
+            emu.faults.add("delay_before", action="SendSms", seconds=0.2)
 
-        async def one(i: int) -> None:
-            result = await clients[i % 3].call_tool(
-                "send_sms", {**notify(numbers[i]), "confirm_token": plans[i]["confirm_token"]},
-                read_timeout_seconds=TOOL_TIMEOUT)
-            text = "".join(getattr(c, "text", "") for c in result.content)
-            outcomes.append("DAILY_LIMIT" if "DAILY_LIMIT" in text else (result.structured_content or {}).get(
-                "status", text[:200]))
+            async def one(i: int) -> None:
+                result = await clients[i % 3].call_tool(
+                    "send_sms", {**notify(numbers[i]), "confirm_token": plans[i]["confirm_token"]},
+                    read_timeout_seconds=TOOL_TIMEOUT)
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                outcomes.append("DAILY_LIMIT" if "DAILY_LIMIT" in text else (result.structured_content or {}).get(
+                    "status", text[:200]))
 
-        async with anyio.create_task_group() as tg:
-            for i in range(6):
-                tg.start_soon(one, i)
+            async with anyio.create_task_group() as tg:
+                for i in range(6):
+                    tg.start_soon(one, i)
     assert sorted(outcomes) == ["DAILY_LIMIT"] * 3 + ["accepted"] * 3, outcomes
     assert len(emu.core.messages()) == 3
 
 
 # ---------------------------------------------------------------------------------------------- a replica killed
-class RawReplica:
-    """`sms-mcp serve` driven line by line (2025-11-25 handshake), so the test can SIGKILL it mid-request."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "sms_mcp", "serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        self.next_id = 1
-        self.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                    "clientInfo": {"name": "t", "version": "1"}})
-        self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-    def _write(self, message: dict[str, Any]) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.write((json.dumps(message, ensure_ascii=False) + "\n").encode())
-        self.proc.stdin.flush()
-
-    def send(self, method: str, params: dict[str, Any]) -> int:
-        self.next_id += 1
-        self._write({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
-        return self.next_id
-
-    def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        wanted = self.send(method, params)
-        assert self.proc.stdout
-        while True:
-            message = json.loads(self.proc.stdout.readline())
-            if message.get("id") == wanted:
-                return message["result"]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
 async def test_sigkill_a_replica_mid_send_never_resent_and_reconciled_on_another(
-    pg_server: PostgresServer, emu: EmulatorServer, tmp_path: Path
+    pg_server: PostgresServer, emu: EmulatorServer, idp: AuthorizationServer, tmp_path: Path
 ) -> None:
     url = pg_server.create_database()
-    number = "13700008001"
-    args = notify(number)
-    (tmp_path / "a").mkdir()
-    doomed = RawReplica(replica_env(emu, tmp_path / "a", url))
-    try:
-        plan = doomed.request("tools/call", {"name": "send_sms", "arguments": args})["structuredContent"]
+    args = notify("13700008001")
+    with Replicas(tmp_path, emu, idp, url, 3) as replicas:
+        doomed = replicas[0]
+        async with replicas.client(0) as a:
+            plan = await call(a, "send_sms", args)
         emu.faults.add("delay_after", action="SendSms", count=1, seconds=5.0)  # recorded upstream, answered late
-        doomed.send("tools/call", {"name": "send_sms",
-                                   "arguments": {**args, "confirm_token": plan["confirm_token"]}})
+        confirm = {**args, "confirm_token": plan["confirm_token"]}
+        answered: list[int] = []
+        confirming = threading.Thread(
+            target=lambda: answered.append(modern_call(doomed.url, "send_sms", confirm, replicas.token(0))[0]))
+        confirming.start()
         wait_for(lambda: chunk_rows(pg_server, url, plan["plan_id"])[0][0] == "sending"
                  and len(emu.core.messages()) == 1)
         assert f":{doomed.proc.pid}:" in chunk_rows(pg_server, url, plan["plan_id"])[0][2]  # the lease holder
-        doomed.kill()
-    finally:
-        doomed.kill()
-    assert chunk_rows(pg_server, url, plan["plan_id"])[0][0] == "sending"  # the dead replica recorded no more
+        doomed.stop(signal.SIGKILL)
+        confirming.join(60)
+        assert answered == [0]  # the connection died with the replica: no answer at all
+        assert chunk_rows(pg_server, url, plan["plan_id"])[0][0] == "sending"  # the dead replica recorded no more
 
-    async with AsyncExitStack() as stack:
-        b = await stack.enter_async_context(Client(replica(emu, tmp_path, "b", url), mode="auto"))
-        c = await stack.enter_async_context(Client(replica(emu, tmp_path, "c", url), mode="legacy"))
-        # An identical send is blocked while the outcome is open, on any replica.
-        assert "[sms_mcp.UNRECONCILED]" in await refused(c, "send_sms", args)
-        # Replays on two replicas at once wait out the dead owner's lease: the chunk is unknown, never resent.
-        replays: list[dict[str, Any]] = []
+        async with replicas.client(1, "auto") as b, replicas.client(2, "legacy") as c:
+            # An identical send is blocked while the outcome is open, on any replica.
+            assert "[sms_mcp.UNRECONCILED]" in await refused(c, "send_sms", args)
+            # Replays on two replicas at once wait out the dead owner's lease: the chunk is unknown, never resent.
+            replays: list[dict[str, Any]] = []
 
-        async def replay(client: Client) -> None:
-            replays.append(await call(client, "send_sms", {**args, "confirm_token": plan["confirm_token"]}))
+            async def replay(client: Client) -> None:
+                replays.append(await call(client, "send_sms", confirm))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(replay, b)
-            tg.start_soon(replay, c)
-        assert [(r["status"], r["replayed"]) for r in replays] == [("unknown", True)] * 2
-        report = await call(c, "query_details", {"plan_id": plan["plan_id"]})
-        assert [(r["before"], r["after"]) for r in report["reconciled"]] == [("unknown", "accepted")]
-        assert report["plan_status"] == "accepted"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(replay, b)
+                tg.start_soon(replay, c)
+            assert [(r["status"], r["replayed"]) for r in replays] == [("unknown", True)] * 2
+            report = await call(c, "query_details", {"plan_id": plan["plan_id"]})
+            assert [(r["before"], r["after"]) for r in report["reconciled"]] == [("unknown", "accepted")]
+            assert report["plan_status"] == "accepted"
     assert chunk_rows(pg_server, url, plan["plan_id"])[0][0] == "accepted"
     assert sum(emu.core.calls.values()) == 1 and len(emu.core.messages()) == 1
 
@@ -280,69 +277,74 @@ def own_server() -> Iterator[PostgresServer]:
         yield server
 
 
+def ready(gateway: Gateway) -> tuple[int, str]:
+    status, _, body = http_get(f"{gateway.base}/readyz")
+    return status, body.decode(errors="replace")
+
+
 async def test_postgres_stopped_and_restarted_while_replicas_serve(
-    own_server: PostgresServer, emu: EmulatorServer, tmp_path: Path
+    own_server: PostgresServer, emu: EmulatorServer, idp: AuthorizationServer, tmp_path: Path
 ) -> None:
-    """While PostgreSQL is down a confirmation fails with a clear code and sends nothing; the same replica
-    processes work again once it is back, without a restart, and the plan is then sent exactly once."""
+    """While PostgreSQL is down the replicas are not ready and a confirmation fails with a clear code and sends
+    nothing; the same replica processes work again once it is back, without a restart, and the plan is then sent
+    exactly once."""
     url = own_server.create_database()
     args = notify("13700009001")
-    async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(Client(replica(emu, tmp_path, "a", url), mode="auto"))
-        b = await stack.enter_async_context(Client(replica(emu, tmp_path, "b", url), mode="legacy"))
-        plan = await call(a, "send_sms", args)
-        confirm = {**args, "confirm_token": plan["confirm_token"]}
-        own_server.stop("fast")
-        for client in (a, b):
-            text = await refused(client, "send_sms", confirm)
-            assert "[sms_mcp.LEDGER_UNAVAILABLE]" in text and "sent nothing" in text, text
-            assert own_server.password not in text
-            assert "[sms_mcp.LEDGER_UNAVAILABLE]" in await refused(client, "send_sms", notify("13700009002"))
-        assert emu.core.calls == Counter()
-        own_server.start()
-        sent = await call(b, "send_sms", confirm)
-        assert sent["status"] == "accepted" and sent["replayed"] is False
-        again = await call(a, "send_sms", confirm)
-        assert again["status"] == "accepted" and again["replayed"] is True
+    with Replicas(tmp_path, emu, idp, url, 2) as replicas:
+        async with replicas.client(0, "auto") as a, replicas.client(1, "legacy") as b:
+            plan = await call(a, "send_sms", args)
+            confirm = {**args, "confirm_token": plan["confirm_token"]}
+            own_server.stop("fast")
+            for i, client in enumerate((a, b)):
+                status, body = ready(replicas[i])
+                assert status == 503 and "ledger unreachable" in body, body
+                text = await refused(client, "send_sms", confirm)
+                assert "[sms_mcp.LEDGER_UNAVAILABLE]" in text and "sent nothing" in text, text
+                assert own_server.password not in text
+                assert "[sms_mcp.LEDGER_UNAVAILABLE]" in await refused(client, "send_sms", notify("13700009002"))
+            assert emu.core.calls == Counter()
+            own_server.start()
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: all(ready(g)[0] == 200 for g in replicas.gateways)))
+            sent = await call(b, "send_sms", confirm)
+            assert sent["status"] == "accepted" and sent["replayed"] is False
+            again = await call(a, "send_sms", confirm)
+            assert again["status"] == "accepted" and again["replayed"] is True
     assert sum(emu.core.calls.values()) == 1 and len(emu.core.messages()) == 1
 
 
 async def test_postgres_killed_during_a_send_is_reconciled_never_resent(
-    own_server: PostgresServer, emu: EmulatorServer, tmp_path: Path
+    own_server: PostgresServer, emu: EmulatorServer, idp: AuthorizationServer, tmp_path: Path
 ) -> None:
     """The intent is durable, the API call is on the wire, and PostgreSQL dies before the outcome is written: the
     confirmation says the SMS may have left; once the database is back, another replica reconciles the plan
     (lease expired -> unknown -> Alibaba's record) and nothing is ever sent twice."""
     url = own_server.create_database()
-    number = "13700009101"
-    args = notify(number)
-    async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(Client(replica(emu, tmp_path, "a", url), mode="auto"))
-        b = await stack.enter_async_context(Client(replica(emu, tmp_path, "b", url), mode="legacy"))
-        plan = await call(a, "send_sms", args)
-        emu.faults.add("delay_after", action="SendSms", count=1, seconds=2.0)
-        outcome: list[str] = []
+    args = notify("13700009101")
+    with Replicas(tmp_path, emu, idp, url, 2) as replicas:
+        async with replicas.client(0, "auto") as a, replicas.client(1, "legacy") as b:
+            plan = await call(a, "send_sms", args)
+            emu.faults.add("delay_after", action="SendSms", count=1, seconds=2.0)
+            outcome: list[str] = []
 
-        async def confirm() -> None:
-            result = await a.call_tool("send_sms", {**args, "confirm_token": plan["confirm_token"]},
-                                       read_timeout_seconds=TOOL_TIMEOUT)
-            outcome.append("".join(getattr(c, "text", "") for c in result.content)
-                           if result.is_error else (result.structured_content or {}).get("status", ""))
+            async def confirm() -> None:
+                result = await a.call_tool("send_sms", {**args, "confirm_token": plan["confirm_token"]},
+                                           read_timeout_seconds=TOOL_TIMEOUT)
+                outcome.append("".join(getattr(c, "text", "") for c in result.content)
+                               if result.is_error else (result.structured_content or {}).get("status", ""))
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(confirm)
-            await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(emu.core.messages()) == 1))
-            own_server.kill()  # the call is answered after this: its outcome cannot be written
-        # The confirmation has answered while the database is still down.
-        assert "[sms_mcp.LEDGER_FAILED_MID_SEND]" in outcome[0] and "may have been sent" in outcome[0], outcome
-        assert "Do NOT send again" in outcome[0] and own_server.password not in outcome[0]
-        own_server.start()
-        deadline = time.monotonic() + 60
-        while True:  # reconciliation settles it once the dead-or-failed owner's lease has run out
-            report = await call(b, "query_details", {"plan_id": plan["plan_id"]})
-            if report["plan_status"] == "accepted" or time.monotonic() > deadline:
-                break
-            await anyio.sleep(1.0)
-        assert report["plan_status"] == "accepted", report
-        assert "[sms_mcp.UNRECONCILED]" not in json.dumps(report)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(confirm)
+                await anyio.to_thread.run_sync(lambda: wait_for(lambda: len(emu.core.messages()) == 1))
+                own_server.kill()  # the call is answered after this: its outcome cannot be written
+            # The confirmation has answered while the database is still down.
+            assert "[sms_mcp.LEDGER_FAILED_MID_SEND]" in outcome[0] and "may have been sent" in outcome[0], outcome
+            assert "Do NOT send again" in outcome[0] and own_server.password not in outcome[0]
+            own_server.start()
+            deadline = time.monotonic() + 60
+            while True:  # reconciliation settles it once the failed owner's lease has run out
+                report = await call(b, "query_details", {"plan_id": plan["plan_id"]})
+                if report["plan_status"] == "accepted" or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(1.0)
+            assert report["plan_status"] == "accepted", report
     assert sum(emu.core.calls.values()) == 1 and len(emu.core.messages()) == 1
