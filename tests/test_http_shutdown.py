@@ -121,3 +121,37 @@ async def test_draining_replica_refuses_tool_calls_and_fails_readiness(tmp_path:
             result = response.json()["result"]
             assert result["isError"] is True
             assert result["content"][0]["text"].startswith("[sms_mcp.SHUTTING_DOWN]")
+
+
+async def test_session_era_send_finishes_even_though_its_sse_reply_is_cut(
+        tmp_path: Path, emu: EmulatorServer) -> None:
+    """The SDK ends session-era SSE replies at shutdown; the send itself is shielded and still finishes, so a
+    repeated confirmation (on any replica) returns the recorded result instead of an unknown outcome."""
+    args = {**SMS_ARGS, "phone_numbers": ["13800138078"]}
+    env = gateway_env(tmp_path, emu, SMS_MCP_SHUTDOWN_GRACE_SECONDS="15", SMS_MCP_READ_TIMEOUT="30")
+    gw = Gateway(tmp_path, env).wait_ready()
+    before = len(emu.core.messages())
+    try:
+        async with mcp_client(gw.url, None, mode="legacy") as client:
+            plan = await client.call_tool("send_sms", args)
+            token = plan.structured_content["confirm_token"]  # type: ignore[index]
+            emu.faults.add("delay_before", action="SendSms", seconds=2, count=1)
+            _sigterm_once_alibaba_has_the_call(gw, emu)
+            try:
+                await client.call_tool("send_sms", {**args, "confirm_token": token})
+            except Exception:
+                pass  # cut off (or, if the SDK drained it, answered): either way the send must have finished
+        gw.proc.wait(20)
+    finally:
+        gw.stop()
+    assert len(emu.core.messages()) == before + 1
+    again = Gateway(tmp_path, env, name="gw2").wait_ready()
+    try:
+        async with mcp_client(again.url, None, mode="auto") as client:
+            replay = await client.call_tool("send_sms", {**args, "confirm_token": token})
+    finally:
+        again.stop()
+    assert not replay.is_error, replay.content
+    assert replay.structured_content["replayed"] is True  # type: ignore[index]
+    assert replay.structured_content["status"] == "accepted"  # type: ignore[index]
+    assert len(emu.core.messages()) == before + 1
