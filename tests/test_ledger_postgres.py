@@ -204,6 +204,7 @@ async def test_a_transaction_cut_by_the_crash_leaves_no_intent(own_server: Postg
     ledger = await PostgresLedger.open(url, acquire_timeout=3.0)
     try:
         await confirmed(ledger, plan("p1"))
+        await ledger.create_plan(plan("p2"))
         conn = await AsyncConnection.connect(url)  # a claim half-way, as another replica would have it
         await conn.execute("UPDATE chunks SET state = 'sending', owner = %s WHERE plan_id = 'p1'", (LEASE.owner,))
         await conn.execute("INSERT INTO sends SELECT '13800138000', 's', 't', 'alice', %s, 'p1', 1", (T0,))
@@ -211,6 +212,9 @@ async def test_a_transaction_cut_by_the_crash_leaves_no_intent(own_server: Postg
         with contextlib.suppress(Exception):
             await conn.close()
         own_server.start()
+        # The pool's connections died with the server; the first call after the restart, a write, still works:
+        # its BEGIN failed on the dead connection, so it ran again on a fresh one.
+        assert (await ledger.confirm_plan("p2", ALICE, LEASE, T0 + 5)).won
         assert [c.state for c in await ledger.chunks("p1")] == [ChunkState.PENDING]
         assert await ledger.sends_since(0) == 0
     finally:

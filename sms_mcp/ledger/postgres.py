@@ -24,19 +24,17 @@ How the port's guarantees hold across replicas:
 * **PostgreSQL down.** Every driver failure that means "the database cannot be reached or cannot write"
   becomes :class:`~sms_mcp.core.ports.LedgerUnavailable` (never a driver exception). A claim whose commit did
   not answer raised before the API call, so nothing is sent without a durable intent; if that commit did land,
-  the chunk's lease expires and recovery makes it ``unknown`` (reconciled, never resent). The pool checks each
-  connection before lending it and reconnects on demand, so a replica recovers by itself when the database is
-  back.
+  the chunk's lease expires and recovery makes it ``unknown`` (reconciled, never resent). A connection the
+  database closed while it sat in the pool (a restart) is replaced and the call run again when that is safe (a
+  read, or a write whose BEGIN failed), so a replica recovers by itself when the database is back.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from sms_mcp.core.lifecycle import (
     ABANDON_CHUNK,
@@ -77,6 +75,8 @@ POOL_SIZE = 10
 #: How long a call waits for a connection before answering "ledger unavailable" (the database is down or the
 #: pool is exhausted), and the connect timeout of each new connection.
 ACQUIRE_TIMEOUT = 5.0
+
+T = TypeVar("T")
 
 # What recovery records (the same codes and words as the SQLite adapter's).
 ORPHAN_CODE = "sms_mcp.OUTCOME_UNKNOWN"
@@ -131,15 +131,13 @@ class PostgresLedger:
         self._pool_size = pool_size
         self._acquire_timeout = acquire_timeout
         self._unavailable = _unavailable_errors()
-        self._purge: asyncio.Task[None] | None = None
         #: Set while the last attempt found the database unreachable: calls then probe it directly and fail at
         #: once, instead of each waiting ``acquire_timeout`` for a pool connection that cannot come.
         self._down_since: float | None = None
         self._pool = AsyncConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, timeout=acquire_timeout,
-            # A connection is checked before it is lent: after a restart of the database the stale ones are
-            # dropped and new ones made, instead of the next call failing on a dead socket.
-            check=self._check_connection,
+            # No check before lending a connection (a round trip per call): a connection the database closed
+            # (a restart) fails on its first statement, and _run replaces it and runs the call again.
             # Give up reconnecting in the background at once and reconnect on demand: the first call after the
             # database is back connects, instead of waiting for a back-off timer.
             reconnect_timeout=0.0,
@@ -157,8 +155,7 @@ class PostgresLedger:
             if cause is not None:
                 raise ledger._unreachable(cause)
             await ledger._pool.open(wait=False)
-            async with ledger._conn() as conn:
-                await migrate(conn)
+            await ledger._read(migrate)
         except SchemaTooNew as exc:
             await ledger.aclose()
             raise LedgerUnavailable(ledger.location, str(exc).split(";")[0],
@@ -169,24 +166,9 @@ class PostgresLedger:
         return ledger
 
     async def aclose(self) -> None:
-        if self._purge is not None and not self._purge.done():
-            self._purge.cancel()
         await self._pool.close()
 
     # ------------------------------------------------------------------ plumbing
-    async def _check_connection(self, conn: Any) -> None:
-        """The pool's check before lending a connection. When one is found dead (the database restarted), every
-        other idle one is probably dead too: have the pool test and replace them all at once, in the background,
-        rather than one per call, each after a back-off pause."""
-        from psycopg_pool import AsyncConnectionPool
-
-        try:
-            await AsyncConnectionPool.check_connection(conn)
-        except Exception:
-            if self._purge is None or self._purge.done():
-                self._purge = asyncio.get_running_loop().create_task(self._pool.check())
-            raise
-
     async def _probe(self) -> BaseException | None:
         """One direct connection attempt, outside the pool: None if the database answers, else why not."""
         from psycopg import AsyncConnection
@@ -221,26 +203,49 @@ class PostgresLedger:
             exc = cause
         return self._unreachable(exc)
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
-        if self._down_since is not None:
-            cause = await self._probe()
-            if cause is not None:
-                raise self._unreachable(cause)
-            self._down_since = None
-            await self._pool.check()  # drop the connections the outage broke before lending one
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except LedgerUnavailable:
-            raise
-        except self._unavailable as exc:
-            raise await self._down(exc) from None
+    async def _read(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(conn)`` on a pooled connection in autocommit mode (reads; each statement its own)."""
+        return await self._run(work, write=False)
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Any]:
-        async with self._conn() as conn, conn.transaction():
-            yield conn
+    async def _write(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(conn)`` in one transaction: committed when it returns, rolled back when it raises."""
+        return await self._run(work, write=True)
+
+    async def _run(self, work: Callable[[Any], Awaitable[T]], *, write: bool) -> T:
+        from psycopg import OperationalError
+
+        if self._down_since is not None:  # the last call found the database unreachable: is it back?
+            await self._reconnect()
+        for attempt in (1, 2):
+            begun = False
+            try:
+                async with self._pool.connection() as conn:
+                    if write:
+                        async with conn.transaction():
+                            begun = True
+                            result = await work(conn)
+                    else:
+                        result = await work(conn)
+                return result
+            except self._unavailable as exc:
+                # A pooled connection that the database closed while it sat idle (a restart) fails on its first
+                # statement. Safe to run again on a fresh connection: a read, or a write whose BEGIN failed (so
+                # none of its statements reached the database). A write that failed later is never repeated.
+                stale = isinstance(exc, OperationalError) and (not write or not begun) and attempt == 1
+                if not stale:
+                    raise await self._down(exc) from None
+                await self._reconnect(force=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _reconnect(self, force: bool = False) -> None:
+        """After a connection failure: fail at once (LedgerUnavailable) while the database does not answer;
+        once it does, have the pool test its idle connections and replace the dead ones, all at once."""
+        cause = await self._probe()
+        if cause is not None:
+            raise self._unreachable(cause)
+        if self._down_since is not None or force:
+            self._down_since = None
+            await self._pool.check()
 
     @staticmethod
     async def _one(conn: Any, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
@@ -272,17 +277,19 @@ class PostgresLedger:
 
     # ------------------------------------------------------------------ health
     async def health(self) -> LedgerHealth:
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             version = await self._one(conn, "SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
             plans = await self._one(conn, "SELECT COUNT(*) AS n FROM plans")
-        return LedgerHealth(location=self.location, schema_version=int(version["v"] if version else 0),
-                            plans=int(plans["n"] if plans else 0))
+            return LedgerHealth(location=self.location, schema_version=int(version["v"] if version else 0),
+                                plans=int(plans["n"] if plans else 0))
+
+        return await self._read(work)
 
     # ------------------------------------------------------------------ plans
     async def create_plan(self, plan: NewPlan) -> None:
         from psycopg.types.json import Jsonb
 
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             await conn.execute(
                 "INSERT INTO plans (plan_id, token_hash, tool, args_hash, content_hash, principal_subject, "
                 "principal_client, template_code, template_type, state, created_at, expires_at, updated_at, "
@@ -301,16 +308,22 @@ class PostgresLedger:
                      for c in plan.chunks],
                 )
 
+        return await self._write(work)
+
     async def plan_by_token(self, token_hash: str) -> PlanRecord | None:
-        async with self._conn() as conn:
+        async def work(conn: Any) -> Any:
             return self._plan(await self._one(conn, "SELECT * FROM plans WHERE token_hash = %s", (token_hash,)))
 
+        return await self._read(work)
+
     async def get_plan(self, plan_id: str) -> PlanRecord | None:
-        async with self._conn() as conn:
+        async def work(conn: Any) -> Any:
             return self._plan(await self._one(conn, "SELECT * FROM plans WHERE plan_id = %s", (plan_id,)))
 
+        return await self._read(work)
+
     async def confirm_plan(self, plan_id: str, principal: Principal, lease: Lease, now: float) -> PlanChange:
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             row = await self._one(
                 conn,
                 "UPDATE plans SET state = %s, sent_at = %s, updated_at = %s, owner = %s, lease_expires = %s "
@@ -323,8 +336,10 @@ class PostgresLedger:
                 return PlanChange(True, self._plan(row))
             return PlanChange(False, await self._current_plan(conn, plan_id))
 
+        return await self._write(work)
+
     async def decline_plan(self, plan_id: str, principal: Principal, now: float) -> PlanChange:
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             row = await self._one(
                 conn,
                 "UPDATE plans SET state = %s, updated_at = %s WHERE plan_id = %s AND state = ANY(%s) "
@@ -336,6 +351,8 @@ class PostgresLedger:
                 return PlanChange(True, self._plan(row))
             return PlanChange(False, await self._current_plan(conn, plan_id))
 
+        return await self._write(work)
+
     async def _current_plan(self, conn: Any, plan_id: str) -> PlanRecord | None:
         """The plan as it is now (the winner's state), read in the loser's transaction after the winner's commit.
         Whether the caller may see it (its principal) is the domain's decision, as with the SQLite adapter."""
@@ -343,7 +360,7 @@ class PostgresLedger:
 
     async def renew_lease(self, plan_id: str, lease: Lease, now: float) -> bool:
         until = now + lease.seconds
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             cur = await conn.execute(
                 "UPDATE plans SET lease_expires = %s WHERE plan_id = %s AND state = %s AND owner = %s "
                 "AND lease_expires > %s",
@@ -356,10 +373,12 @@ class PostgresLedger:
                 "AND lease_expires > %s",
                 (until, plan_id, ChunkState.SENDING.value, lease.owner, now),
             )
-        return True
+            return True
+
+        return await self._write(work)
 
     async def outstanding_like(self, content_hash: str) -> str | None:
-        async with self._conn() as conn:
+        async def work(conn: Any) -> Any:
             row = await self._one(
                 conn,
                 "SELECT p.plan_id FROM plans p WHERE p.content_hash = %s AND p.state = %s AND EXISTS ("
@@ -367,18 +386,22 @@ class PostgresLedger:
                 "ORDER BY p.created_at LIMIT 1",
                 (content_hash, PlanState.SENDING.value, sorted(s.value for s in CHUNK_OPEN)),
             )
-        return row["plan_id"] if row else None
+            return row["plan_id"] if row else None
+
+        return await self._read(work)
 
     # ------------------------------------------------------------------ chunks
     async def chunks(self, plan_id: str) -> list[ChunkRecord]:
-        async with self._conn() as conn:
+        async def work(conn: Any) -> Any:
             cur = await conn.execute("SELECT * FROM chunks WHERE plan_id = %s ORDER BY chunk_no", (plan_id,))
             return [self._chunk(row) for row in await cur.fetchall()]
+
+        return await self._read(work)
 
     async def claim_chunk(
         self, plan_id: str, chunk_no: int, lease: Lease, now: float, limits: SendLimits
     ) -> ChunkClaim:
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             plan = await self._one(
                 conn, "SELECT state, owner, lease_expires, principal_subject, template_code FROM plans "
                       "WHERE plan_id = %s FOR UPDATE", (plan_id,),
@@ -447,6 +470,8 @@ class PostgresLedger:
                 )
             return ChunkClaim(ClaimStatus.CLAIMED, self._chunk(claimed))
 
+        return await self._write(work)
+
     @staticmethod
     async def _lock_budgets(conn: Any, limits: SendLimits, subject: str, numbers: Sequence[str]) -> None:
         """Serialise the claims that count against the same budget or number, until this transaction ends."""
@@ -469,7 +494,7 @@ class PostgresLedger:
         answer: ChunkAnswer, now: float,
     ) -> bool:
         change = transition(sources, target)  # refuses a move the lifecycle does not allow (a bug, not a race)
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
             cur = await conn.execute(
                 "UPDATE chunks SET state = %s, biz_id = COALESCE(%s, biz_id), "
                 "request_id = COALESCE(%s, request_id), error_code = %s, error_message = %s, updated_at = %s "
@@ -481,11 +506,13 @@ class PostgresLedger:
                 return False
             if change.target in CHUNK_NOTHING_SENT:  # nothing reached a handset: release its budget
                 await conn.execute("DELETE FROM sends WHERE plan_id = %s AND chunk_no = %s", (plan_id, chunk_no))
-        return True
+            return True
+
+        return await self._write(work)
 
     async def recover(self, plan_id: str, now: float) -> list[Recovered]:
-        recovered: list[Recovered] = []
-        async with self._tx() as conn:
+        async def work(conn: Any) -> Any:
+            recovered: list[Recovered] = []
             plan = await self._one(conn, "SELECT state, lease_expires FROM plans WHERE plan_id = %s FOR UPDATE",
                                    (plan_id,))
             if plan is None or plan["state"] != PlanState.SENDING.value:
@@ -507,11 +534,13 @@ class PostgresLedger:
                 )
                 recovered += [Recovered(r["chunk_no"], ChunkState.PENDING, ABANDON_CHUNK.target)
                               for r in await cur.fetchall()]
-        return sorted(recovered, key=lambda r: r.chunk_no)
+            return sorted(recovered, key=lambda r: r.chunk_no)
+
+        return await self._write(work)
 
     # ------------------------------------------------------------------ history
     async def sends_since(self, since: float, principal: Principal | None = None) -> int:
-        async with self._conn() as conn:
+        async def work(conn: Any) -> Any:
             if principal is None:
                 row = await self._one(conn, "SELECT COUNT(*) AS n FROM sends WHERE sent_at >= %s", (since,))
             else:
@@ -519,13 +548,18 @@ class PostgresLedger:
                     conn, "SELECT COUNT(*) AS n FROM sends WHERE principal_subject = %s AND sent_at >= %s",
                     (principal.subject, since),
                 )
-        return int(row["n"]) if row else 0
+            return int(row["n"]) if row else 0
+
+        return await self._read(work)
 
     async def recent_sends(self, since: float, numbers: Sequence[str]) -> list[SentMessage]:
-        async with self._conn() as conn:
+        async def work(conn: Any) -> Any:
             cur = await conn.execute(
                 "SELECT number, sign_name, template_code, sent_at FROM sends WHERE number = ANY(%s) "
                 "AND sent_at >= %s ORDER BY sent_at", (sorted(set(numbers)), since),
             )
             return [SentMessage(r["number"], r["sign_name"], r["template_code"], r["sent_at"])
                     for r in await cur.fetchall()]
+
+
+        return await self._read(work)
