@@ -5,6 +5,8 @@ crash) and after it is back. The port's contract itself is tests/test_ledger_con
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -221,3 +223,43 @@ async def test_a_transaction_cut_by_the_crash_leaves_no_intent(own_server: Postg
         if not own_server.running():
             own_server.start()
         await ledger.aclose()
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def _cli(args: list[str], tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_MCP_", "ALIBABA_CLOUD_"))}
+    base.update(SMS_MCP_BACKEND="sandbox", SMS_MCP_DATA_DIR=str(tmp / "data"), HOME=str(tmp), **env)
+    return subprocess.run([sys.executable, "-m", "sms_mcp", *args], env=base, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL, cwd=ROOT)
+
+
+def test_doctor_and_serve_with_a_postgres_ledger(own_server: PostgresServer, tmp_path: Path) -> None:
+    if not own_server.running():
+        own_server.start()
+    url = own_server.create_database()
+    doctor = _cli(["doctor", "--json"], tmp_path, SMS_MCP_LEDGER_URL=url)
+    assert doctor.returncode == 0, doctor.stderr[-1000:]
+    ledger = json.loads(doctor.stdout)["ledger"]
+    assert ledger == {"location": redact(url), "ok": True, "schema_version": LATEST, "plans": 0}
+    own_server.stop()
+    try:
+        down = _cli(["doctor"], tmp_path, SMS_MCP_LEDGER_URL=url)
+        serve = _cli(["serve"], tmp_path, SMS_MCP_LEDGER_URL=url)
+    finally:
+        own_server.start()
+    assert down.returncode != 0 and "Connection refused" in down.stderr
+    # serve refuses to start, in one line naming the database (never its password), without a traceback.
+    assert serve.returncode != 0 and "Traceback" not in serve.stderr
+    refusal = [line for line in serve.stderr.splitlines() if "cannot serve" in line]
+    assert len(refusal) == 1 and redact(url) in refusal[0] and "Connection refused" in refusal[0]
+    for out in (doctor, down, serve):
+        assert own_server.password not in out.stdout + out.stderr
+
+
+def test_a_ledger_url_that_is_not_postgres_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    bad = _cli(["serve"], tmp_path, SMS_MCP_LEDGER_URL="mysql://u:hunter2@db/sms")
+    assert bad.returncode != 0 and "SMS_MCP_LEDGER_URL (mysql)" in bad.stderr and "hunter2" not in bad.stderr
+    from sms_mcp.config import Settings
+
+    settings = Settings.from_env({"SMS_MCP_LEDGER_URL": "postgresql://u:hunter2@db:5432/sms"})
+    assert settings.ledger_url == "postgresql://u:hunter2@db:5432/sms" and "hunter2" not in repr(settings)
