@@ -1,4 +1,4 @@
-"""``python -m bench.ledger [--smoke] [--plans N] [--ledger-url URL] [--json FILE]``: confirm throughput by ledger.
+"""``python -m bench.ledger_throughput [--smoke] [--plans N] [--ledger-url URL] [--json FILE]``: confirm throughput by ledger.
 
 The domain service (``SmsService``, sandbox backend with instant receipts) confirming single-message plans on
 the SQLite ledger (the stdio default) and on the PostgreSQL ledger (the gateway's), measured in the same run
@@ -124,7 +124,7 @@ def _pg_versions() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ledger", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.ledger_throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few plans; the figures mean nothing")
     parser.add_argument("--plans", type=int, default=300, help="confirmations per scenario and ledger")
     parser.add_argument("--ledger-url", help="a PostgreSQL database to use (default: a throwaway server)")
