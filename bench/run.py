@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="add the profile of the slow paths")
     parser.add_argument("--out", type=Path, help="Markdown file to write (default: BENCHMARKS.md, full runs only)")
     parser.add_argument("--json", type=Path, help="also write the raw samples and rows as JSON")
-    parser.add_argument("--http", action="store_true", help="also run bench.http (MCP over Streamable HTTP)")
+    parser.add_argument("--http", action="store_true", help="also run bench.over_http (MCP over Streamable HTTP)")
     args = parser.parse_args(argv)
     sizes = measures.SMOKE if args.smoke else measures.FULL
     out = args.out or (None if args.smoke else REPO_ROOT / "BENCHMARKS.md")
@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps({"sizes": asdict(sizes), "raw": raw,
                                          "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]}, indent=1))
-    if args.http:  # the HTTP scenarios have their own table (bench/http.py)
-        from bench import http as http_bench
+    if args.http:  # the HTTP scenarios have their own table (bench/over_http.py)
+        from bench import over_http as http_bench
 
         return http_bench.main(["--smoke"] if args.smoke else [])
     return 0

@@ -108,16 +108,16 @@ def serve(settings: Settings) -> int:
     try:
         name, why = resolve_backend(settings)
         log.info("sms-mcp %s: backend %s (%s); data dir %s", __version__, name, why, settings.data_dir)
-        transport = make_transport(settings, name)
-        started = transport
 
         async def run() -> None:
-            # Open the ledger and start the backend before stdio is claimed: if either cannot, we fail fast (one
-            # line, no traceback) instead of waiting for stdin. The finally is the shutdown hook for every path
-            # (EOF, signal, error while serving).
+            # Open the ledger (first: it names the data directory's faults in one line) and start the backend
+            # before stdio is claimed: if either cannot, we fail fast instead of waiting for stdin. The finally is
+            # the shutdown hook for every path (EOF, signal, error while serving).
+            nonlocal transport
             ledger = await open_ledger(settings)
             try:
                 await ledger.health()
+                started = transport = make_transport(settings, name)
                 await started.start()
                 try:
                     await serve_stdio(build_server(settings, started, manage_transport=False, ledger=ledger))

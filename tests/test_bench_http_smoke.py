@@ -1,4 +1,4 @@
-"""``python -m bench.http --smoke`` runs end to end: both servers over Streamable HTTP, both scenarios, plausible
+"""``python -m bench.over_http --smoke`` runs end to end: both servers over Streamable HTTP, both scenarios, plausible
 figures (no timing thresholds: a smoke run's figures mean nothing)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def test_http_bench_smoke(tmp_path: Path) -> None:
     raw = tmp_path / "http.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIBABA_CLOUD_", "SMS_MCP_"))}
-    proc = subprocess.run([sys.executable, "-m", "bench.http", "--smoke", "--json", str(raw)], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.over_http", "--smoke", "--json", str(raw)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(raw.read_text())

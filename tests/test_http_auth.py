@@ -195,3 +195,22 @@ def test_bad_http_configuration_is_refused_clearly(tmp_path: Path, env: dict[str
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr and "Traceback" not in done.stderr
     assert ALICE_KEY not in done.stderr
+
+
+def test_unknown_key_ids_do_not_hammer_the_jwks(gateway: Gateway, idp: AuthorizationServer) -> None:
+    """A flood of tokens naming unknown keys costs the authorization server at most one refetch per cooldown."""
+    modern_call(gateway.url, "list_signs", {}, idp.token(gateway.url))  # keys cached
+    fetched = idp.fetches
+    for n in range(20):
+        status, _, _ = modern_call(gateway.url, "list_signs", {}, idp.token(gateway.url, key=idp.rogue,
+                                                                            kid=f"rogue-{n}"))
+        assert status == 401
+    assert idp.fetches - fetched <= 1
+
+
+def test_broken_ledger_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ledger.sqlite3").write_bytes(b"this is not a database" * 100)
+    done = _serve(tmp_path, "--port", "18997")
+    assert done.returncode == 1, done.stderr
+    assert "cannot serve" in done.stderr and "ledger" in done.stderr and "Traceback" not in done.stderr

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,7 +81,7 @@ class Dispatcher:
     def __init__(
         self, settings: Settings, transport: Transport, ledger: LedgerPort, audit: AuditLog, policy: Policy,
         clock: Callable[[], float], served: Callable[[], dict[str, Any]], *, budget_for: BudgetFor | None = None,
-        lease_seconds: float = LEASE_SECONDS, limiters: Limiters | None = None,
+        lease_seconds: float = LEASE_SECONDS, limiters: Limiters | None = None, max_wait: float | None = None,
         principal_policy: PrincipalPolicy | None = None,
     ) -> None:
         self.settings = settings
@@ -94,6 +95,10 @@ class Dispatcher:
         self.principal_policy = principal_policy
         self.lease = Lease(new_owner_id(), lease_seconds)
         self.limiters = limiters or Limiters()
+        #: How long (real seconds) a replay waits for another owner's chunks before reporting them unknown: long
+        #: enough for a live owner's call to end, or a dead owner's lease to expire.
+        self.max_wait = max_wait if max_wait is not None else \
+            lease_seconds + settings.read_timeout + settings.connect_timeout + 30.0
 
     # ----------------------------------------------------------------- looking a plan up
     async def _own_plan(self, token: str, principal: Principal) -> PlanRecord:
@@ -329,13 +334,13 @@ class Dispatcher:
     async def _wait_for_outcome(self, record: PlanRecord) -> SendResult:
         """Another caller holds (or held) the plan: wait until its chunks are settled, recovering what a dead
         owner left, then report the recorded outcome (sending nothing)."""
-        deadline = self.clock() + self.lease.seconds + self.settings.read_timeout + self.settings.connect_timeout + 30
+        deadline = time.monotonic() + self.max_wait
         while True:
             await self.ledger.recover(record.plan_id, self.clock())
             chunks = await self.ledger.chunks(record.plan_id)
             if not any(c.state in (ChunkState.PENDING, ChunkState.SENDING) for c in chunks):
                 break
-            if self.clock() >= deadline:
+            if time.monotonic() >= deadline:
                 break
             await anyio.sleep(POLL_SECONDS)
         fresh = await self.ledger.get_plan(record.plan_id) or record

@@ -227,12 +227,35 @@ def build_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     return Gateway(settings, host, port, public_url, server, asgi, metrics, drain, instrumented, auth_kind)
 
 
+def _ledger_opens(settings: Settings) -> bool:
+    """Open the ledger once before serving, so a broken or locked one is refused in one line (the lifespan
+    opens it again for serving)."""
+    from sms_mcp.core.ports import LedgerUnavailable
+    from sms_mcp.ledger import open_ledger
+
+    async def probe() -> None:
+        ledger = await open_ledger(settings)
+        try:
+            await ledger.health()
+        finally:
+            await ledger.aclose()
+
+    try:
+        anyio.run(probe)
+    except LedgerUnavailable as err:
+        log.error("sms-mcp cannot serve: %s", err)
+        return False
+    return True
+
+
 def serve_http(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM/SIGINT: then readiness fails, new tool calls are refused, in-flight sends get
     ``SMS_MCP_SHUTDOWN_GRACE_SECONDS`` to finish, and the process exits (status 143 on SIGTERM)."""
     import uvicorn
 
     gateway = build_gateway(settings, host, port)
+    if not _ledger_opens(settings):
+        return 1
     config = uvicorn.Config(gateway.app, host=host, port=port, log_config=None, access_log=False,
                             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 2,
                             lifespan="on", server_header=False)

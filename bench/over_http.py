@@ -1,4 +1,4 @@
-"""``python -m bench.http [--smoke] [--calls N] [--out FILE] [--json FILE]``: MCP over Streamable HTTP.
+"""``python -m bench.over_http [--smoke] [--calls N] [--out FILE] [--json FILE]``: MCP over Streamable HTTP.
 
 One ``sms-mcp serve --http`` replica (sandbox backend, an API key checked on every request, the JSON logs and
 metrics on) against a bare ``MCPServer`` with one tool served over Streamable HTTP by the same SDK, measured in
@@ -126,7 +126,7 @@ def measure(calls: int, tmp: Path) -> dict[str, Any]:
         tmp / "home", SMS_MCP_BACKEND="sandbox", SMS_MCP_DATA_DIR=str(tmp / "data"), SMS_MCP_LOG_LEVEL="INFO",
         SMS_MCP_API_KEYS=f"bench:sms.read:{hash_api_key(API_KEY)}", SMS_MCP_REQUEST_STATE_KEYS="b" * 40),
         ours_port, tmp / "sms-mcp.stderr")
-    bare = Process([sys.executable, "-m", "bench.http", "--serve-bare", str(bare_port)], child_env(tmp / "home"),
+    bare = Process([sys.executable, "-m", "bench.over_http", "--serve-bare", str(bare_port)], child_env(tmp / "home"),
                    bare_port, tmp / "bare.stderr")
     try:
         ours.wait("/readyz")
@@ -157,7 +157,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.over_http", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few calls (CI); the figures mean nothing")
     parser.add_argument("--calls", type=int, default=400, help="calls per scenario (default 400)")
     parser.add_argument("--out", help="also write the table (Markdown) here")
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
-        "Reproduce: `python -m bench.http" + (" --smoke" if args.smoke else f" --calls {calls}") + "`"
+        "Reproduce: `python -m bench.over_http" + (" --smoke" if args.smoke else f" --calls {calls}") + "`"
         + (" — **smoke run: the figures mean nothing**." if args.smoke else "."),
         "",
         table(results),
