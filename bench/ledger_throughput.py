@@ -1,4 +1,4 @@
-"""``python -m bench.ledger_throughput [--smoke] [--plans N] [--ledger-url URL] [--json FILE]``: confirm throughput by ledger.
+"""``python -m bench.ledger_throughput [--smoke] [--plans N] [--ledger-url URL] [--json FILE]``: confirms by ledger.
 
 The domain service (``SmsService``, sandbox backend with instant receipts) confirming single-message plans on
 the SQLite ledger (the stdio default) and on the PostgreSQL ledger (the gateway's), measured in the same run

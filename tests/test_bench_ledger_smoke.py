@@ -1,5 +1,5 @@
-"""``python -m bench.ledger_throughput --smoke`` runs end to end: both ledgers (SQLite, and PostgreSQL on a throwaway server
-of the machine's binaries), both scenarios, plausible figures (no timing thresholds: smoke figures mean nothing)."""
+"""``python -m bench.ledger_throughput --smoke`` runs end to end: both ledgers (SQLite, and PostgreSQL on the
+tests' server), both scenarios, plausible figures (no timing thresholds: smoke figures mean nothing)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def test_ledger_bench_smoke(tmp_path: Path, pg_server: PostgresServer) -> None:
     raw = tmp_path / "ledger.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIBABA_CLOUD_", "SMS_MCP_"))}
     url = pg_server.create_database()  # the session's server (the bench starts its own without --ledger-url)
-    proc = subprocess.run([sys.executable, "-m", "bench.ledger_throughput", "--smoke", "--ledger-url", url, "--json", str(raw)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
+    argv = ["-m", "bench.ledger_throughput", "--smoke", "--ledger-url", url, "--json", str(raw)]
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(raw.read_text())
     assert set(results) == {"SQLite", "PostgreSQL"}
