@@ -4,6 +4,7 @@ crash) and after it is back. The port's contract itself is tests/test_ledger_con
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -263,3 +264,31 @@ def test_a_ledger_url_that_is_not_postgres_is_refused_without_echoing_it(tmp_pat
 
     settings = Settings.from_env({"SMS_MCP_LEDGER_URL": "postgresql://u:hunter2@db:5432/sms"})
     assert settings.ledger_url == "postgresql://u:hunter2@db:5432/sms" and "hunter2" not in repr(settings)
+
+
+async def test_a_replica_frozen_inside_a_transaction_blocks_claims_only_briefly(pg_server: PostgresServer) -> None:
+    """Another replica froze (SIGSTOP, a partition) while holding the daily budget's lock inside its claim's
+    transaction. Claims that need that lock fail within the lock timeout with a clear error and claim nothing;
+    the server ends the frozen session after the idle-in-transaction bound, and claims go through again."""
+    from sms_mcp.ledger.postgres import _lock_key
+
+    url = pg_server.create_database()
+    ledger = await PostgresLedger.open(url, lock_timeout=1.0, idle_in_transaction=3.0)
+    try:
+        await confirmed(ledger, plan("p1"))
+        frozen = await AsyncConnection.connect(url, options="-c idle_in_transaction_session_timeout=3000")
+        await frozen.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("daily"),))  # BEGIN implied; never ends
+        limits = SendLimits(day_start=T0 - 3600, daily_limit=5)
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable) as blocked:
+            await ledger.claim_chunk("p1", 1, LEASE, T0 + 2, limits)
+        assert time.monotonic() - started < 10
+        assert "did not finish in time" in blocked.value.reason
+        assert [c.state for c in await ledger.chunks("p1")] == [ChunkState.PENDING]
+        assert await ledger.sends_since(0) == 0
+        await asyncio.sleep(3.5)  # the server ends the frozen session, releasing its lock
+        assert (await ledger.claim_chunk("p1", 1, LEASE, T0 + 6, limits)).status.value == "claimed"
+        with contextlib.suppress(Exception):
+            await frozen.close()
+    finally:
+        await ledger.aclose()

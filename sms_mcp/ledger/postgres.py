@@ -76,6 +76,14 @@ POOL_SIZE = 10
 #: pool is exhausted), and the connect timeout of each new connection.
 ACQUIRE_TIMEOUT = 5.0
 
+#: Bounds on waiting inside the database, so that no call hangs on a replica that froze mid-transaction: a lock
+#: (another claim's budget lock) is waited for at most LOCK_TIMEOUT, a statement runs at most STATEMENT_TIMEOUT,
+#: and a session left idle inside a transaction (its process stopped) is ended after IDLE_IN_TRANSACTION, which
+#: releases its locks. Our transactions never wait on anything but the database (never on an API call).
+LOCK_TIMEOUT = 10.0
+STATEMENT_TIMEOUT = 30.0
+IDLE_IN_TRANSACTION = 30.0
+
 T = TypeVar("T")
 
 # What recovery records (the same codes and words as the SQLite adapter's).
@@ -117,7 +125,9 @@ def _unavailable_errors() -> tuple[type[BaseException], ...]:
 class PostgresLedger:
     """The ledger port on PostgreSQL. Create with :meth:`open` (connects, migrates); close with :meth:`aclose`."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, acquire_timeout: float = ACQUIRE_TIMEOUT) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, acquire_timeout: float = ACQUIRE_TIMEOUT,
+                 lock_timeout: float = LOCK_TIMEOUT, statement_timeout: float = STATEMENT_TIMEOUT,
+                 idle_in_transaction: float = IDLE_IN_TRANSACTION) -> None:
         try:
             from psycopg.rows import dict_row
             from psycopg_pool import AsyncConnectionPool
@@ -130,6 +140,7 @@ class PostgresLedger:
         self._url = url
         self._pool_size = pool_size
         self._acquire_timeout = acquire_timeout
+        self._idle_in_transaction = idle_in_transaction
         self._unavailable = _unavailable_errors()
         #: Set while the last attempt found the database unreachable: calls then probe it directly and fail at
         #: once, instead of each waiting ``acquire_timeout`` for a pool connection that cannot come.
@@ -142,7 +153,10 @@ class PostgresLedger:
             # database is back connects, instead of waiting for a back-off timer.
             reconnect_timeout=0.0,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, int(acquire_timeout)),
-                    "application_name": "sms-mcp"},
+                    "application_name": "sms-mcp",
+                    "options": f"-c lock_timeout={int(lock_timeout * 1000)} "
+                               f"-c statement_timeout={int(statement_timeout * 1000)} "
+                               f"-c idle_in_transaction_session_timeout={int(idle_in_transaction * 1000)}"},
             name="sms-mcp-ledger",
         )
 
@@ -190,8 +204,17 @@ class PostgresLedger:
         )
 
     async def _down(self, exc: BaseException) -> LedgerUnavailable:
+        from psycopg import errors
         from psycopg_pool import PoolTimeout
 
+        if isinstance(exc, (errors.LockNotAvailable, errors.QueryCanceled)):
+            # The database answered: a lock or a statement took longer than its bound (another replica froze
+            # mid-transaction, or the database is overloaded). Nothing of this call was committed.
+            return LedgerUnavailable(
+                self.location, "PostgreSQL did not finish in time (a lock or statement timeout)",
+                "Another replica may be stuck inside a transaction (its session is ended after "
+                f"{self._idle_in_transaction:g} s of inactivity) or the database is overloaded; try again shortly.",
+            )
         if isinstance(exc, PoolTimeout):
             # The pool only says it waited; one direct attempt tells "down" (and why) from "busy".
             cause = await self._probe()
@@ -231,7 +254,8 @@ class PostgresLedger:
                 # A pooled connection that the database closed while it sat idle (a restart) fails on its first
                 # statement. Safe to run again on a fresh connection: a read, or a write whose BEGIN failed (so
                 # none of its statements reached the database). A write that failed later is never repeated.
-                stale = isinstance(exc, OperationalError) and (not write or not begun) and attempt == 1
+                stale = (isinstance(exc, OperationalError) and exc.sqlstate is None  # no answer: the socket died
+                         and (not write or not begun) and attempt == 1)
                 if not stale:
                     raise await self._down(exc) from None
                 await self._reconnect(force=True)
