@@ -90,27 +90,71 @@ def package_versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------------------ the emulator
 class EmulatorProcess:
-    """``sms-mcp emulator`` on 127.0.0.1 in its own process: the client under test does not share its GIL."""
+    """``sms-mcp emulator`` on 127.0.0.1 in its own process: the client under test does not share its GIL.
 
-    def __init__(self, home: Path) -> None:
+    With ``tls=True`` it serves HTTPS (``--tls``) and ``ca_file`` is the test CA to trust."""
+
+    def __init__(self, home: Path, *, tls: bool = False) -> None:
         self.home = home
+        self.tls = tls
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.endpoint = ""
+        self.ca_file: Path | None = None
 
     def __enter__(self) -> EmulatorProcess:
         argv = [sys.executable, "-m", "sms_mcp", "emulator", "--host", "127.0.0.1", "--port", "0",
                 "--receipt-delay", "0", "--log-level", "WARNING"]
+        if self.tls:
+            # The CA where the benchmark can find it; the emulator's state stays in memory, as for item 3.
+            argv += ["--tls", "--tls-dir", str(self.home / "emulator-tls")]
+            self.ca_file = self.home / "emulator-tls" / "emulator-ca.pem"
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      env=child_env(self.home), cwd=REPO_ROOT)
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "emulator listening on http://127.0.0.1:PORT"
-        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        line = self.proc.stdout.readline()  # "emulator listening on http(s)://127.0.0.1:PORT"
+        match = re.search(r"(https?://127\.0\.0\.1:\d+)", line)
         if not match:
             self.__exit__()
             raise RuntimeError(f"the emulator did not start: {line!r}")
         self.url = match.group(1)
-        self.endpoint = self.url.removeprefix("http://")
+        self.endpoint = self.url.split("://", 1)[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+class LatencyProxyProcess:
+    """``bench/latency_proxy.py`` in front of ``upstream`` (host:port on loopback), in its own process."""
+
+    def __init__(self, upstream: str, one_way_ms: float) -> None:
+        self.upstream = upstream
+        self.one_way_ms = one_way_ms
+        self.proc: subprocess.Popen[str] | None = None
+        self.endpoint = ""
+
+    def __enter__(self) -> LatencyProxyProcess:
+        argv = [sys.executable, "-m", "bench.latency_proxy", "--upstream", self.upstream,
+                "--one-way-ms", str(self.one_way_ms)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     cwd=REPO_ROOT)
+        assert self.proc.stdout is not None
+        match = re.search(r"(127\.0\.0\.1:\d+)", self.proc.stdout.readline())
+        if not match:
+            self.__exit__()
+            raise RuntimeError("the latency proxy did not start")
+        self.endpoint = match.group(1)
         return self
 
     def __exit__(self, *exc: object) -> None:

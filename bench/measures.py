@@ -37,12 +37,16 @@ class Sizes:
     batch_recipients: int  # recipients in the send_batch_sms confirm (item 4)
     batch_reps: int
     cli_calls: int  # CLI backend calls (item 6)
+    net_one_way_ms: float  # the latency proxy's delay each way (item 7: RTT = 2 x this)
+    net_reads: int  # reads of each client through the proxy (item 7)
+    net_batch_reps: int  # confirmations through the proxy (item 7)
 
 
 FULL = Sizes(starts=20, idle_seconds=0.3, read_calls=1000, openapi_calls=300, prepare_numbers=1000,
-             prepare_reps=20, batch_recipients=10_000, batch_reps=3, cli_calls=30)
+             prepare_reps=20, batch_recipients=10_000, batch_reps=3, cli_calls=30, net_one_way_ms=20.0,
+             net_reads=30, net_batch_reps=3)
 SMOKE = Sizes(starts=2, idle_seconds=0.1, read_calls=20, openapi_calls=10, prepare_numbers=100, prepare_reps=3,
-              batch_recipients=200, batch_reps=1, cli_calls=3)
+              batch_recipients=200, batch_reps=1, cli_calls=3, net_one_way_ms=2.0, net_reads=3, net_batch_reps=1)
 
 
 def numbers(count: int, offset: int = 0) -> list[str]:

@@ -132,7 +132,7 @@ def serve(settings: Settings) -> int:
         pass
     except BaseException as err:  # startup failure or an unhandled error while serving
         code = 1
-        if isinstance(err, (ConfigError, ValueError, OSError, LedgerUnavailable)) and not isinstance(err, KeyError):
+        if isinstance(err, (ConfigError, ValueError, OSError, LedgerUnavailable)):
             log.error("sms-mcp cannot serve: %s", err)
         else:
             log.exception("sms-mcp stopped on an unexpected error")

@@ -117,6 +117,9 @@ class Settings:
     endpoint: str | None = None
     read_timeout: float = 3.0
     connect_timeout: float = 5.0
+    # A PEM file of CA certificates the openapi backend trusts instead of the system/certifi ones (TLS is always
+    # verified; SSL_CERT_FILE is honoured when this is unset).
+    ca_bundle: Path | None = None
     # aliyun CLI backend.
     aliyun_bin: str = "aliyun"
     aliyun_profile: str | None = None
@@ -160,6 +163,8 @@ class Settings:
             endpoint=env.get("SMS_MCP_ENDPOINT", "").strip() or None,
             read_timeout=_float(env, "SMS_MCP_READ_TIMEOUT", 3.0, minimum=0.1),
             connect_timeout=_float(env, "SMS_MCP_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+            ca_bundle=Path(env["SMS_MCP_CA_BUNDLE"].strip()).expanduser() if env.get("SMS_MCP_CA_BUNDLE", "").strip()
+            else None,
             aliyun_bin=env.get("SMS_MCP_ALIYUN_BIN", "").strip() or "aliyun",
             aliyun_profile=env.get("SMS_MCP_ALIYUN_PROFILE", "").strip() or None,
             allowed_numbers=allowed,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ROW_IDS = ("1", "2", "2b", "3", "4a", "4b", "4c", "4d", "4e", "5", "6")
+ROW_IDS = ("1", "2", "2b", "3", "4a", "4b", "4c", "4d", "4e", "5", "6", "7a", "7b", "7c", "7d", "7e", "7f", "7g", "7h")
 UNITS = {"ms": 1e-3, "s": 1.0, "MB": 1.0}
 FIGURE = re.compile(r"^([0-9][0-9,]*\.?[0-9]*) (ms|s|MB)\b")
 
@@ -81,6 +81,17 @@ def test_raw_samples_match_the_sizes(smoke: tuple[str, dict, str]) -> None:
     assert raw["emulator"]["busy"]["sends"] >= sizes["batch_recipients"]  # the confirmed batch was recorded
     assert len(raw["emulator"]["cli"]["calls"]) == sizes["cli_calls"]
     assert len(raw["prepare"]["service"]) == len(raw["prepare"]["mcp"]) == sizes["prepare_reps"]
+    net = raw["network"]
+    assert net["rtt"] == pytest.approx(2 * sizes["net_one_way_ms"] / 1000)
+    for client in ("ours", "sdk_async", "sdk_sync", "direct"):
+        assert len(net["read"][client]) == len(net["read_cpu"][client]) == sizes["net_reads"]
+    for client in ("ours", "transport", "sdk_async", "sdk_sync", "direct"):
+        assert len(net["batch"][client]) == sizes["net_batch_reps"]
+    assert net["batch_calls"] == math.ceil(sizes["batch_recipients"] / 100)
+    # A cold pool opens one connection per call in flight at most, and reuses them: never one per call.
+    assert all(1 <= h <= min(8, net["batch_calls"]) for h in net["handshakes"])
+    # Through the proxy a read costs at least one round trip, whoever makes it: the delay is really there.
+    assert min(min(net["read"][c]) for c in ("ours", "sdk_async", "sdk_sync")) >= net["rtt"]
     for row in data["rows"]:
         assert row["ours"] > 0 and math.isfinite(row["ours"])
 
@@ -93,3 +104,4 @@ def test_report_says_how_to_reproduce_and_where(smoke: tuple[str, dict, str]) ->
                   "| alibabacloud-tea-openapi |", "| alibabacloud-dysmsapi20170525 |"):
         assert label in markdown, label
     assert "Python stand-in" in markdown  # the CLI row must not pass for a measure of the real aliyun
+    assert "bench.latency_proxy" in markdown  # item 7 says how the distance was made

@@ -227,7 +227,9 @@ async def test_pings_and_reads_answer_while_another_process_holds_the_write_lock
                     assert signs["signs"]
                     await anyio.sleep(0.2)
                 assert "result" not in confirmed  # still waiting for the lock: the point of this test
-                assert max(latencies) < 0.2, latencies
+                # Each answers within 200 ms (the median: one slow answer on a loaded CI machine is not the point;
+                # a server blocked on the lock would take the whole 5 s for every one of them).
+                assert sorted(latencies)[len(latencies) // 2] < 0.2 and max(latencies) < 1.0, latencies
         finally:
             locker.wait(timeout=30)
         result = confirmed["result"]

@@ -25,7 +25,7 @@ from sms_mcp.config import Settings
 from sms_mcp.core import errors, lifecycle
 from sms_mcp.core.audit import AuditLog
 from sms_mcp.core.errors import SmsError
-from sms_mcp.core.lifecycle import ChunkState, PlanState
+from sms_mcp.core.lifecycle import ChunkState, Outcome, PlanState
 from sms_mcp.core.limits import evaluate, send_limits, when
 from sms_mcp.core.models import Plan, SendResult, TemplateInfo
 from sms_mcp.core.outcomes import assemble
@@ -126,7 +126,8 @@ class Dispatcher:
 
     def _cancelled(self, record: PlanRecord, message: str) -> SendResult:
         return SendResult(
-            **self.served(), status="cancelled", plan_id=record.plan_id, plan=Plan.model_validate(record.summary),
+            **self.served(), status=Outcome.CANCELLED.value, plan_id=record.plan_id,
+            plan=Plan.model_validate(record.summary),
             message=message, next_step="Ask the user what they want instead; a new send needs a new plan.",
         )
 
@@ -157,7 +158,7 @@ class Dispatcher:
         if record.state is PlanState.CANCELLED:
             return self._cancelled(record, "The plan was declined and cancelled; nothing was sent.")
         return SendResult(
-            **self.served(), status="pending_confirmation", plan_id=record.plan_id,
+            **self.served(), status=Outcome.PENDING_CONFIRMATION.value, plan_id=record.plan_id,
             plan=Plan.model_validate(record.summary), expires_at=_iso(record.expires_at),
             message="The user did not answer the confirmation prompt (it was dismissed without a choice); "
                     "nothing was sent and the plan still awaits confirmation.",
@@ -284,8 +285,8 @@ class Dispatcher:
         claim = await self.ledger.claim_chunk(record.plan_id, chunk.chunk_no, self.lease, now, limits)
         if claim.status is not ClaimStatus.CLAIMED:
             if claim.status is ClaimStatus.REFUSED and claim.refusal is not None:
-                self.audit.write("rejected", record.plan_id, chunk=chunk.chunk_no, code=claim.refusal.code,
-                                 principal=_who(record.principal))
+                self.audit.write(ChunkState.REJECTED.value, record.plan_id, chunk=chunk.chunk_no,
+                                 code=claim.refusal.code, principal=_who(record.principal))
             return
         plan_id, n = record.plan_id, chunk.chunk_no
         made.append(n)
@@ -304,7 +305,8 @@ class Dispatcher:
             # Cancelled (client timeout, shutdown) or a bug: the request may be on the wire. Record, then unwind.
             await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
                 error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The call was interrupted while sending."))
-            self.audit.write("unknown", plan_id, chunk=n, reason="interrupted", principal=_who(record.principal))
+            self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted",
+                             principal=_who(record.principal))
             raise
         else:
             request_id = str(body.get("RequestId") or "") or None
@@ -336,10 +338,16 @@ class Dispatcher:
         owner left, then report the recorded outcome (sending nothing)."""
         deadline = time.monotonic() + self.max_wait
         while True:
-            await self.ledger.recover(record.plan_id, self.clock())
             chunks = await self.ledger.chunks(record.plan_id)
-            if not any(c.state in (ChunkState.PENDING, ChunkState.SENDING) for c in chunks):
+            waiting = [c for c in chunks if c.state in (ChunkState.PENDING, ChunkState.SENDING)]
+            if not waiting:
                 break
+            now = self.clock()
+            plan = await self.ledger.get_plan(record.plan_id) or record
+            expired = any(((c.lease_expires if c.state is ChunkState.SENDING else plan.lease_expires) or 0.0) <= now
+                          for c in waiting)
+            if expired and await self.ledger.recover(record.plan_id, now):  # (a write: only when one expired)
+                continue
             if time.monotonic() >= deadline:
                 break
             await anyio.sleep(POLL_SECONDS)

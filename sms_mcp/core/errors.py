@@ -136,13 +136,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ServiceUnavailable": ("Alibaba Cloud is temporarily unavailable.", "Retry later."),
 }
 
-CREDENTIAL_CODES = frozenset({
-    "SignatureDoesNotMatch", "IncompleteSignature", "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive",
-    "InvalidTimeStamp.Expired", "InvalidTimeStamp.Format", "Forbidden.RAM", "InvalidCredentials",
-    "isv.ACCOUNT_NOT_EXISTS",
-})
-
-
 @dataclass
 class SmsError(Exception):
     """A refusal or failure the agent can act on. Raised only before anything was sent, or with the outcome."""

@@ -28,6 +28,7 @@ from sms_mcp.core.throttle import Limiters
 
 CHINA_TZ = timezone(timedelta(hours=8))
 QUERY_CONCURRENCY = 8
+UNKNOWN = ChunkState.UNKNOWN.value
 #: ``await read(action, params)``: the service's read call (errors already mapped for the agent).
 Read = Callable[[str, dict[str, str]], Awaitable[dict[str, Any]]]
 
@@ -129,7 +130,7 @@ class Reconciler:
                 move = lifecycle.reconcile(ChunkState.ACCEPTED)
                 await self.ledger.settle_chunk(plan_id, chunk.chunk_no, move.sources, move.target, ChunkAnswer(), now)
                 reconciled.append(Reconciliation(
-                    chunk_no=chunk.chunk_no, before="unknown", after="accepted",
+                    chunk_no=chunk.chunk_no, before=UNKNOWN, after=ChunkState.ACCEPTED.value,
                     evidence=f"Alibaba has records with OutId {chunk.out_id} for {hits} of {len(chunk.recipients)} "
                              "numbers."))
             elif age >= grace:
@@ -137,12 +138,12 @@ class Reconciler:
                 await self.ledger.settle_chunk(plan_id, chunk.chunk_no, move.sources, move.target, ChunkAnswer(
                     error_code=chunk.error_code, error_message=chunk.error_message), now)
                 reconciled.append(Reconciliation(
-                    chunk_no=chunk.chunk_no, before="unknown", after="not_sent",
+                    chunk_no=chunk.chunk_no, before=UNKNOWN, after=ChunkState.NOT_SENT.value,
                     evidence=f"No record with OutId {chunk.out_id} for any of its {len(chunk.recipients)} numbers "
                              f"{int(age)} s after the attempt."))
             else:
                 reconciled.append(Reconciliation(
-                    chunk_no=chunk.chunk_no, before="unknown", after="unknown",
+                    chunk_no=chunk.chunk_no, before=UNKNOWN, after=UNKNOWN,
                     evidence=f"No record yet; too early to conclude. Query again in {max(1, int(grace - age))} s."))
         for r in reconciled:
             if r.after != r.before:

@@ -26,6 +26,7 @@ from sms_mcp.core import errors
 from sms_mcp.core.audit import AuditLog
 from sms_mcp.core.dispatcher import LEASE_SECONDS, BudgetFor, Dispatcher, Progress, precheck_limits
 from sms_mcp.core.errors import SmsError
+from sms_mcp.core.lifecycle import Outcome
 from sms_mcp.core.models import (
     SANDBOX_NOTICE,
     DailyStatistics,
@@ -326,8 +327,8 @@ class SmsService:
         expires = datetime.fromtimestamp(now + ttl, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         log.info("prepared %s: %d recipient(s) in %d chunk(s)", plan_id, len(phones), len(drafted.chunks))
         return SendResult(
-            **self._served(), status="pending_confirmation", plan_id=plan_id, plan=plan, confirm_token=token,
-            expires_at=expires,
+            **self._served(), status=Outcome.PENDING_CONFIRMATION.value, plan_id=plan_id, plan=plan,
+            confirm_token=token, expires_at=expires,
             message=f"Nothing has been sent. Plan {plan_id}: {len(phones)} recipient(s), {plan.total_segments} "
                     f"billed message(s), template {template.template_code}.",
             next_step="Show this plan (recipients, signature, full text, segments, warnings) to the user and ask "

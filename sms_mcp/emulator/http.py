@@ -1,8 +1,10 @@
-"""``sms-mcp emulator``: the Dysmsapi emulator served over HTTP, verifying signatures the way Alibaba does.
+"""``sms-mcp emulator``: the Dysmsapi emulator served over HTTP(S), verifying signatures the way Alibaba does.
 
 The same :class:`~sms_mcp.emulator.core.EmulatorCore` as the sandbox backend, behind a Starlette app served by
 uvicorn, so any Alibaba client (the official SDKs, the aliyun CLI, sms-mcp's own ``openapi`` backend) can be
-pointed at ``http://127.0.0.1:PORT`` and exercised end to end without an account or a real SMS.
+pointed at ``http://127.0.0.1:PORT`` and exercised end to end without an account or a real SMS. With ``--tls``
+it serves HTTPS with a certificate from a test CA of its own (:func:`ensure_tls_files`), the way the real
+endpoint is reached: clients trust that CA's file (``SMS_MCP_CA_BUNDLE``) and verify as they would in production.
 
 Request handling follows the gateway: signature (V3 ``ACS3-HMAC-SHA256`` or V2 HMAC-SHA1, see
 :mod:`sms_mcp.emulator.signing`) -> known action -> the core. Gateway failures are HTTP 4xx/5xx with
@@ -433,6 +435,62 @@ def build_app(
 # --------------------------------------------------------------------------------------------------------------
 
 
+#: File names of the emulator's test CA and server certificate, inside its data directory (``--tls``).
+TLS_DIR_NAME = "tls"
+CA_CERT_NAME = "emulator-ca.pem"
+CA_KEY_NAME = "emulator-ca-key.pem"
+SERVER_PEM_NAME = "emulator-server.pem"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA (trusted by clients through ``SMS_MCP_CA_BUNDLE``) and a server certificate it issued."""
+
+    ca_file: Path
+    server_pem: Path  # private key + certificate chain, for uvicorn's ssl_certfile
+
+
+def _hosts_for(host: str) -> list[str]:
+    names = ["127.0.0.1", "localhost", "::1"]
+    if host and host not in names and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    return names
+
+
+def ensure_tls_files(directory: Path, host: str = "127.0.0.1") -> TlsFiles:
+    """The emulator's test CA in ``directory`` (created once, then reused, so a client configured with its CA file
+    keeps working across restarts) and a fresh server certificate for ``host`` from it.
+
+    The CA exists only on this machine and signs only the emulator's own certificate; its key is written
+    owner-readable only. Uses trustme (cryptography underneath): nothing here is hand-rolled X.509.
+    """
+    import trustme
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_file, ca_key = directory / CA_CERT_NAME, directory / CA_KEY_NAME
+    if ca_file.is_file() and ca_key.is_file():
+        ca = trustme.CA.from_pem(ca_file.read_bytes(), ca_key.read_bytes())
+    else:
+        ca = trustme.CA(organization_name="sms-mcp emulator test CA")
+        _write_private(ca_key, ca.private_key_pem.bytes())
+        ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert(*_hosts_for(host), common_name="sms-mcp emulator")
+    server_pem = directory / SERVER_PEM_NAME
+    _write_private(server_pem, leaf.private_key_and_cert_chain_pem.bytes())
+    return TlsFiles(ca_file, server_pem)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by the owner only (a private key), replacing any previous file atomically."""
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """Bind and listen before announcing the port, so nobody can connect too early."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -445,14 +503,14 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
-def _uvicorn_server(app: EmulatorApp) -> Any:
+def _uvicorn_server(app: EmulatorApp, tls: TlsFiles | None = None) -> Any:
     import uvicorn
 
     config = uvicorn.Config(
@@ -464,6 +522,7 @@ def _uvicorn_server(app: EmulatorApp) -> Any:
         http="h11",
         loop="asyncio",
         timeout_graceful_shutdown=2,
+        ssl_certfile=str(tls.server_pem) if tls else None,
     )
     server = uvicorn.Server(config)
     app.server = server
@@ -480,6 +539,9 @@ class EmulatorServer:
             emu.url           # "http://127.0.0.1:PORT" (for SMS_MCP_ENDPOINT)
             emu.faults.add("drop_after", action="SendSms", count=1)
             emu.core.messages()
+
+    With ``tls=True`` it serves HTTPS with a certificate from a test CA (``emu.ca_file``, in ``tls_dir`` or a
+    temporary directory removed on stop); ``emu.url`` is then ``https://127.0.0.1:PORT``.
     """
 
     def __init__(
@@ -492,6 +554,8 @@ class EmulatorServer:
         port: int = 0,
         receipt_delay: float = 0.0,
         clock: Callable[[], float] = time.time,
+        tls: bool = False,
+        tls_dir: Path | None = None,
     ) -> None:
         self._owns_core = core is None
         if core is None:
@@ -511,13 +575,27 @@ class EmulatorServer:
         self.url = ""
         self.endpoint = ""
         self.port = 0
+        self._tls = tls
+        self._tls_dir = tls_dir
+        self._tls_tmp: Any = None
+        self.tls: TlsFiles | None = None
+        self.ca_file: Path | None = None
 
     def start(self) -> EmulatorServer:
+        if self._tls:
+            directory = self._tls_dir
+            if directory is None:
+                import tempfile
+
+                self._tls_tmp = tempfile.TemporaryDirectory(prefix="sms-mcp-emulator-tls-")
+                directory = Path(self._tls_tmp.name)
+            self.tls = ensure_tls_files(directory, self._host)
+            self.ca_file = self.tls.ca_file
         self._sock = _bind(self._host, self._port)
-        self.url = _url(self._sock)
-        self.endpoint = self.url.removeprefix("http://")
+        self.url = _url(self._sock, tls=self.tls is not None)
+        self.endpoint = self.url.split("://", 1)[1]
         self.port = self._sock.getsockname()[1]
-        self._server = _uvicorn_server(self.app)
+        self._server = _uvicorn_server(self.app, self.tls)
         started = threading.Event()
 
         def run() -> None:
@@ -555,6 +633,9 @@ class EmulatorServer:
         if self._owns_core and hasattr(self.core, "close"):
             self.core.close()
             self._owns_core = False
+        if self._tls_tmp is not None:
+            self._tls_tmp.cleanup()
+            self._tls_tmp = None
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -571,7 +652,7 @@ class EmulatorServer:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sms-mcp emulator",
-        description="Serve the Dysmsapi emulator over HTTP (signature-verifying; no real SMS is ever sent).",
+        description="Serve the Dysmsapi emulator over HTTP or HTTPS (signature-verifying; no real SMS is ever sent).",
         epilog=f"Without --access-key-id the demo pair {DEMO_ACCESS_KEY_ID} / {DEMO_ACCESS_KEY_SECRET} is accepted. "
         "Admin API (loopback clients only): GET/POST/DELETE /_emulator/faults, GET /_emulator/messages.",
     )
@@ -612,6 +693,21 @@ def _parser() -> argparse.ArgumentParser:
         help="inject a fault: KIND[,action=NAME][,count=N][,seconds=S]; KIND is one of " + ", ".join(FAULT_KINDS),
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a certificate from a test CA created on first use and kept as "
+        f"DATA_DIR/{TLS_DIR_NAME}/{CA_CERT_NAME} (a temporary directory without --data-dir); point clients at it "
+        "with SMS_MCP_CA_BUNDLE. Signatures are verified exactly as over HTTP",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"with --tls: keep the test CA ({CA_CERT_NAME}) and the server certificate in DIR instead "
+        f"(default DATA_DIR/{TLS_DIR_NAME})",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -641,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--fault: {exc}")
         if args.receipt_delay < 0:
             parser.error("--receipt-delay must be >= 0")
+        if args.tls_dir is not None and not args.tls:
+            parser.error("--tls-dir needs --tls")
     except SystemExit as exc:
         return int(exc.code or 0)
 
@@ -654,20 +752,35 @@ def main(argv: list[str] | None = None) -> int:
         args.data_dir.mkdir(parents=True, exist_ok=True)
         db_path = args.data_dir / "emulator.sqlite3"
     core = EmulatorCore(db_path, receipt_delay=args.receipt_delay)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(core.close)
+        tls: TlsFiles | None = None
+        if args.tls:
+            if args.tls_dir is not None:
+                tls_dir = args.tls_dir
+            elif args.data_dir is not None:
+                tls_dir = args.data_dir / TLS_DIR_NAME
+            else:
+                import tempfile
+
+                tls_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="sms-mcp-emulator-tls-")))
+            try:
+                tls = ensure_tls_files(tls_dir, args.host)
+            except (OSError, ValueError) as exc:
+                print(f"sms-mcp emulator: cannot prepare the TLS certificate in {tls_dir}: {exc}", file=sys.stderr)
+                return 1
         try:
             sock = _bind(args.host, args.port)
         except OSError as exc:
             print(f"sms-mcp emulator: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
         app = build_app(core, keys, faults)
-        return asyncio.run(_serve(app, sock))
-    finally:
-        core.close()
+        return asyncio.run(_serve(app, sock, tls))
+    return 1  # pragma: no cover - the with block always returns
 
 
-async def _serve(app: EmulatorApp, sock: socket.socket) -> int:
-    server = _uvicorn_server(app)
+async def _serve(app: EmulatorApp, sock: socket.socket, tls: TlsFiles | None = None) -> int:
+    server = _uvicorn_server(app, tls)
 
     def stop(signum: int, frame: object) -> None:
         server.should_exit = True
@@ -684,7 +797,9 @@ async def _serve(app: EmulatorApp, sock: socket.socket) -> int:
     if task.done():
         await task
         return 1
-    print(f"emulator listening on {_url(sock)}", flush=True)
+    print(f"emulator listening on {_url(sock, tls=tls is not None)}", flush=True)
+    if tls is not None:
+        log.info("HTTPS with the test CA %s (clients: SMS_MCP_CA_BUNDLE=%s)", tls.ca_file, tls.ca_file)
     log.info("accepted AccessKey ids: %s", ", ".join(sorted(mask_access_key_id(k) for k in app.keys)))
     await task
     return 0

@@ -5,6 +5,10 @@ Signing (V3 ``ACS3-HMAC-SHA256``, or V2 on request) and credentials come from Al
 a signature. This module adds what the SDK leaves to the caller:
 
 * the endpoint, from the *documented* region table (reference §4; the SDK's own map disagrees with the docs);
+* the network path: one verified TLS context and one bounded pool of keep-alive connections per process
+  (:class:`ConnectionPool`). The SDK's async path builds a new TLS context (loading certifi's bundle, ~50 ms of
+  CPU) and a new aiohttp session, i.e. a new TCP + TLS handshake, on *every* call; here Alibaba's own request
+  building, signing and response handling run unchanged and only the HTTP exchange goes through the pool;
 * timeouts, and retries only for reads (SendSms/SendBatchSms are not idempotent: never retried);
 * error translation into the wire layer's two failure kinds, with credential problems (AccessKey / request
   signing) spelled out so they are never confused with SMS *sign name* errors.
@@ -16,13 +20,17 @@ pays for them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import random
+import os
 import re
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 from sms_mcp import __version__
@@ -76,6 +84,13 @@ CREDENTIAL_PREFIX = "Credential problem (Alibaba Cloud AccessKey / API request s
 READ_ATTEMPTS = 3
 READ_BACKOFF_BASE = 0.2
 READ_BACKOFF_BUDGET = 1.5
+
+#: Keep-alive connections per endpoint. At least the domain's SEND_CONCURRENCY (8), so a chunked send never waits
+#: for a connection; bounded, so a burst cannot open an unbounded number of sockets.
+POOL_SIZE = 16
+#: Idle connections are closed after this many seconds: shorter than common server idle timeouts (uvicorn's is
+#: 5 s), so a request is almost never written onto a connection the server is closing at that moment.
+KEEPALIVE_SECONDS = 4.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -205,6 +220,11 @@ _EXPLANATIONS: dict[str, tuple[str, str]] = {
     "InvalidVersion": ("The endpoint does not serve Dysmsapi 2017-05-25.", "Check SMS_MCP_ENDPOINT."),
     "InvalidProtocol.NeedSsl": ("This API requires HTTPS.", "Use an https:// SMS_MCP_ENDPOINT."),
     "UnsupportedHTTPMethod": ("The API does not accept this HTTP method.", "Report this as an sms-mcp bug."),
+    "TlsVerificationFailed": (
+        "The endpoint's TLS certificate did not verify against the trusted CAs, so nothing was sent.",
+        "Point SMS_MCP_CA_BUNDLE (or SSL_CERT_FILE) at the CA file that issued the endpoint's certificate "
+        "(for `sms-mcp emulator --tls`: DATA_DIR/tls/emulator-ca.pem); check SMS_MCP_ENDPOINT's host name.",
+    ),
 }
 
 
@@ -279,6 +299,11 @@ def translate_exception(exc: BaseException) -> GatewayError | OutcomeUnknownErro
         inner = exc.inner_exception
     if isinstance(inner, ResponseException):
         return translate_exception(inner)
+    if isinstance(inner, (GatewayError, OutcomeUnknownError)):
+        return inner  # already classified by ConnectionPool.send
+    cert_error = getattr(inner, "certificate_error", inner)
+    if isinstance(cert_error, ssl.SSLCertVerificationError):
+        return tls_verification_error(cert_error, "the system's CAs and certifi's")
     if isinstance(inner, CredentialException):
         # Raised while resolving credentials, before any request left this machine.
         return _credential_error(
@@ -305,13 +330,225 @@ def translate_exception(exc: BaseException) -> GatewayError | OutcomeUnknownErro
     return OutcomeUnknownError("connection_lost", f"{type(inner).__name__}: {detail}")
 
 
+def tls_verification_error(err: ssl.SSLCertVerificationError, trusted: str) -> GatewayError:
+    """A certificate that did not verify: the handshake failed before any request byte was sent."""
+    reason = _scrub(str(getattr(err, "verify_message", "") or err))
+    return GatewayError(
+        0,
+        "TlsVerificationFailed",
+        f"the endpoint's TLS certificate did not verify ({reason}); nothing was sent. Trusted CAs: {trusted}.",
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Connections: one TLS context, one keep-alive pool; Alibaba's request building and signing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def trusted_cas(ca_bundle: Path | None, env: Mapping[str, str] | None = None) -> str:
+    """Which CAs the openapi backend trusts, in words (for errors and ``sms-mcp doctor``)."""
+    env = os.environ if env is None else env
+    if ca_bundle is not None:
+        return f"only those in SMS_MCP_CA_BUNDLE={ca_bundle}"
+    configured = [f"{name}={env[name]}" for name in ("SSL_CERT_FILE", "SSL_CERT_DIR") if env.get(name)]
+    if configured:
+        return "OpenSSL's default verify paths (" + ", ".join(configured) + ")"
+    return "the system's and certifi's"
+
+
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """The process's one client TLS context for this trust configuration (built once: loading a CA bundle costs
+    tens of milliseconds of CPU). Always verifying: CERT_REQUIRED and host name checking, TLS >= 1.2.
+
+    * ``SMS_MCP_CA_BUNDLE`` set: only the CAs in that PEM file (e.g. the emulator's test CA, or a corporate CA).
+    * else ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` set: OpenSSL's default verify paths, which those variables
+      replace (the file, the directory, or both).
+    * else: the system's default verify paths plus certifi's bundle, the set the official SDK trusts.
+    """
+    return _tls_context(
+        str(ca_bundle) if ca_bundle is not None else None,
+        os.environ.get("SSL_CERT_FILE") or None,
+        os.environ.get("SSL_CERT_DIR") or None,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_bundle: str | None, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    if ca_bundle is not None:
+        try:
+            context = ssl.create_default_context(cafile=ca_bundle)
+        except FileNotFoundError:
+            raise ConfigError(f"SMS_MCP_CA_BUNDLE={ca_bundle}: no such file") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"SMS_MCP_CA_BUNDLE={ca_bundle}: not a readable PEM file of CA certificates ({exc})"
+            ) from None
+    else:
+        context = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR
+        if cert_file is None and cert_dir is None:
+            import certifi
+
+            context.load_verify_locations(certifi.where())
+    context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:  # never, but never silently
+        raise ConfigError("the TLS context would not verify the endpoint's certificate")
+    return context
+
+
+def _proxy_for(endpoint: Endpoint) -> str | None:
+    """The HTTP(S)_PROXY for this endpoint from the environment, unless NO_PROXY excludes its host. Read once."""
+    import urllib.parse
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    host = urllib.parse.urlsplit(endpoint.url).hostname or endpoint.host
+    if urllib.request.proxy_bypass_environment(host, proxies):
+        return None
+    return proxies.get(endpoint.protocol.lower()) or None
+
+
+class ConnectionPool:
+    """One aiohttp session per event loop over a bounded keep-alive pool, with the process's TLS context.
+
+    It replaces only ``darabonba``'s ``async_do_action`` (the HTTP exchange) for this transport's client: the
+    request that arrives here was built, timestamped, nonced and signed by ``alibabacloud-tea-openapi`` with
+    credentials from ``alibabacloud-credentials``, and is sent byte for byte as the SDK's sync path composes it.
+    It never retries: aiohttp re-sends only idempotent methods on a dropped keep-alive connection, and every
+    Dysmsapi call is a POST. A failure is classified here, where the aiohttp and TLS types are known.
+    """
+
+    def __init__(self, endpoint: Endpoint, ca_bundle: Path | None) -> None:
+        self.endpoint = endpoint
+        self.ca_bundle = ca_bundle
+        self.ssl_context: ssl.SSLContext | None = tls_context(ca_bundle) if endpoint.protocol == "HTTPS" else None
+        self.proxy = _proxy_for(endpoint)
+        self._session: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: New TCP (and TLS) connections opened so far: the handshakes paid (tests and the benchmark read it).
+        self.connections_opened = 0
+
+    def _ensure_session(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._loop is loop and not self._session.closed:
+            return self._session
+        import aiohttp
+
+        trace = aiohttp.TraceConfig()
+
+        async def opened(*_: Any) -> None:
+            self.connections_opened += 1
+
+        trace.on_connection_create_end.append(opened)
+        connector = aiohttp.TCPConnector(
+            ssl=self.ssl_context if self.ssl_context is not None else False,
+            limit=POOL_SIZE,
+            limit_per_host=POOL_SIZE,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+        )
+        # A session left behind on another (finished) loop holds no usable sockets; it is simply dropped.
+        self._session = aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+        self._loop = loop
+        return self._session
+
+    async def send(self, request: Any, runtime_option: Mapping[str, Any] | None = None) -> Any:
+        """``DaraCore.async_do_action``'s contract: a signed ``DaraRequest`` in, a ``DaraResponse`` out."""
+        import aiohttp
+        from darabonba.core import DaraCore
+        from darabonba.response import DaraResponse
+        from yarl import URL
+
+        runtime_option = runtime_option or {}
+        session = self._ensure_session()
+        url = URL(DaraCore.compose_url(request), encoded=True)  # as signed; not re-quoted
+        body = request.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=int(runtime_option.get("connectTimeout") or 5000) / 1000,
+            sock_read=int(runtime_option.get("readTimeout") or 10000) / 1000,
+        )
+        try:
+            async with session.request(
+                request.method, url, data=body or b"", headers=request.headers, proxy=self.proxy, timeout=timeout
+            ) as response:
+                result = DaraResponse()
+                result.body = await response.read()
+                result.headers = {k.lower(): v for k, v in response.headers.items()}
+                result.status_code = response.status
+                result.status_message = response.reason
+                return result
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise tls_verification_error(exc.certificate_error, trusted_cas(self.ca_bundle)) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise OutcomeUnknownError(
+                "connect_failed",
+                f"could not connect to {self.endpoint.url} ({_scrub(str(exc.os_error) or type(exc).__name__)}); the "
+                "request most likely never reached Alibaba Cloud",
+            ) from None
+        except aiohttp.ConnectionTimeoutError as exc:
+            # No connection (TCP or TLS handshake) within the connect timeout: no request byte was written.
+            raise OutcomeUnknownError(
+                "connect_failed", f"no connection to {self.endpoint.url} in time ({_scrub(str(exc))})"
+            ) from None
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise OutcomeUnknownError(
+                "timeout", f"no answer in time ({_scrub(str(exc)) or type(exc).__name__})"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # Dropped mid-request (ServerDisconnectedError, a reset, a cut-off body): it may have been processed.
+            raise OutcomeUnknownError("connection_lost", f"{type(exc).__name__}: {_scrub(str(exc))}") from None
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        loop, self._loop = self._loop, None
+        if session is None or session.closed:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            await session.close()
+        # On another loop the session cannot be awaited; its loop is gone and took the sockets with it.
+
+
+def pooled_client_class(pool: ConnectionPool) -> type | None:
+    """A subclass of tea-openapi's ``Client`` whose async request methods send through ``pool``.
+
+    ``do_request_async`` (V3) and ``do_rpcrequest_async`` (V2) are Alibaba's own functions, re-bound to a module
+    namespace in which ``DaraCore`` is a subclass whose ``async_do_action`` is ``pool.send``; every other line of
+    them (request building, signing, credential look-up, error mapping) is the SDK's. Nothing global changes: the
+    official ``Client`` and any other instance keep the SDK's own path. None if this SDK version is shaped
+    differently (the caller then falls back to the stock client, unpooled but correct).
+    """
+    from alibabacloud_tea_openapi import client as tea_client
+    from darabonba.core import DaraCore
+
+    pooled_core = type("PooledDaraCore", (DaraCore,), {"async_do_action": staticmethod(pool.send)})
+    namespace = dict(vars(tea_client))
+    namespace["DaraCore"] = pooled_core
+    methods: dict[str, Any] = {}
+    for name in ("do_request_async", "do_rpcrequest_async"):
+        original = getattr(tea_client.Client, name, None)
+        code = getattr(original, "__code__", None)
+        if code is None or not {"DaraCore", "async_do_action"} <= set(code.co_names):
+            return None
+        rebound = types.FunctionType(code, namespace, original.__name__, original.__defaults__, original.__closure__)
+        rebound.__kwdefaults__ = original.__kwdefaults__
+        rebound.__qualname__ = original.__qualname__
+        rebound.__doc__ = original.__doc__
+        methods[name] = rebound
+    return type("PooledOpenApiClient", (tea_client.Client,), methods)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The transport
 # --------------------------------------------------------------------------------------------------------------
 
 
 class OpenApiTransport:
-    """Dysmsapi over HTTPS with Alibaba's generic client (``call_api_async``) and default credential chain.
+    """Dysmsapi over HTTPS with Alibaba's generic client (``call_api_async``) and default credential chain, sent
+    through the process's :class:`ConnectionPool` (verified TLS, keep-alive connections reused across calls).
 
     ``credential`` may be any ``alibabacloud_credentials`` client/provider wrapper (tests pass a static one);
     by default the default chain is used. ``signature_algorithm="v2"`` selects the legacy RPC signature.
@@ -335,6 +572,7 @@ class OpenApiTransport:
         self._read_attempts = max(1, read_attempts)
         self._sleep = sleep
         self._client: Any = None
+        self.pool: ConnectionPool | None = None
         self._credential_client: Any = None
         self._start_lock = asyncio.Lock()
         self.last_response_headers: dict[str, str] = {}
@@ -358,6 +596,14 @@ class OpenApiTransport:
         from alibabacloud_tea_openapi.models import Config
 
         quiet_sdk_loggers()
+        self.pool = ConnectionPool(self.endpoint, getattr(self.settings, "ca_bundle", None))
+        client_class = pooled_client_class(self.pool)
+        if client_class is None:
+            log.warning(
+                "openapi backend: this alibabacloud-tea-openapi version is not the shape sms-mcp pools connections "
+                "for; using its own per-call connections (correct, but a new TLS handshake per call)"
+            )
+            client_class = Client
         credential = self._credential
         if credential is None:
             if find_credentials() is None:
@@ -381,12 +627,13 @@ class OpenApiTransport:
             # retried; read retries are done below, where they can be bounded and jittered.
         )
         log.info("openapi backend: endpoint %s", self.endpoint.url)
-        return Client(config)
+        return client_class(config)
 
     async def aclose(self) -> None:
-        # tea-openapi 0.4.6's async path opens an aiohttp session per request and closes it itself; the client
-        # holds no sockets between calls, so dropping the reference releases everything.
         self._client = None
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.aclose()
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
@@ -395,31 +642,26 @@ class OpenApiTransport:
         return body
 
     async def _call_with_retries(self, action: str, params: WireParams) -> tuple[WireBody, dict[str, str]]:
-        attempts = 1 if action in SEND_ACTIONS else self._read_attempts
-        slept = 0.0
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._call_once(action, params)
-            except (GatewayError, OutcomeUnknownError) as err:
-                delay = self._retry_delay(err, attempt)
-                if attempt >= attempts or delay is None or slept + delay > READ_BACKOFF_BUDGET:
-                    raise
-                log.info("openapi %s: %s; retrying in %.2fs (attempt %d/%d)", action, err, delay, attempt + 1, attempts)
-                slept += delay
-                await self._sleep(delay)
-        raise AssertionError("unreachable")
+        if action in SEND_ACTIONS or self._read_attempts <= 1:
+            # A send goes out exactly once: no retry machinery around it at all.
+            return await self._call_once(action, params)
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-    @staticmethod
-    def _retry_delay(err: GatewayError | OutcomeUnknownError, attempt: int) -> float | None:
-        """Seconds to wait before retrying a *read*, or None when the error is not worth retrying."""
-        if isinstance(err, GatewayError):
-            if not err.retryable or err.status == 0:
-                return None
-        elif err.reason == "malformed_response":
-            return None  # the server answered; asking again would most likely get the same answer
-        # Full jitter on an exponential base: 0.1-0.2 s, then 0.2-0.4 s.
-        base = READ_BACKOFF_BASE * (2 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_retryable_read_error),
+            stop=stop_after_attempt(self._read_attempts) | _sleep_budget_spent,
+            # Equal jitter on an exponential base: 0.1-0.2 s, then 0.2-0.4 s.
+            wait=wait_exponential(multiplier=READ_BACKOFF_BASE / 2) + _wait_random_half_exponential,
+            sleep=self._sleep,
+            before_sleep=lambda state: log.info(
+                "openapi %s: %s; retrying in %.2fs (attempt %d/%d)", action, state.outcome.exception(),
+                state.upcoming_sleep, state.attempt_number + 1, self._read_attempts,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._call_once(action, params)
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True re-raises the last error
 
     async def _call_once(self, action: str, params: WireParams) -> tuple[WireBody, dict[str, str]]:
         if self._client is None:
@@ -469,6 +711,8 @@ class OpenApiTransport:
             "reachable": False,
             "warnings": [],
         }
+        if self.endpoint.protocol == "HTTPS":
+            report["tls"] = {"verify": True, "trusted": trusted_cas(getattr(self.settings, "ca_bundle", None))}
         try:
             await self.start()
             model = await self._credential_client.get_credential_async()
@@ -510,6 +754,26 @@ class OpenApiTransport:
                 "minutes off (InvalidTimeStamp.Expired)"
             )
         return report
+
+
+def is_retryable_read_error(err: BaseException) -> bool:
+    """Whether a failed *read* is worth asking again (never consulted for a send)."""
+    if isinstance(err, GatewayError):
+        return err.retryable and err.status != 0
+    if isinstance(err, OutcomeUnknownError):
+        return err.reason != "malformed_response"  # the server answered; it would most likely answer the same
+    return False
+
+
+def _sleep_budget_spent(state: Any) -> bool:
+    """tenacity stop: the next sleep would take the total sleeping between attempts past READ_BACKOFF_BUDGET."""
+    return state.idle_for + (state.upcoming_sleep or 0.0) > READ_BACKOFF_BUDGET
+
+
+def _wait_random_half_exponential(state: Any) -> float:
+    import random
+
+    return random.uniform(0, READ_BACKOFF_BASE / 2 * 2 ** (state.attempt_number - 1))
 
 
 def _clock_skew(date_header: str | None, local_time: float) -> float | None:
