@@ -116,6 +116,12 @@ async def test_read_only_scope_refuses_sends_with_a_clear_code(gateway: Gateway,
                 assert refused.is_error
                 text = refused.content[0].text  # type: ignore[union-attr]
                 assert text.startswith("[sms_mcp.INSUFFICIENT_SCOPE]") and "sms.send" in text
+    # The resources are read data too.
+    async with mcp_client(gateway.url, idp.token(gateway.url, scopes="sms.send"), mode="legacy") as client:
+        with pytest.raises(Exception, match="INSUFFICIENT_SCOPE"):
+            await client.read_resource("sms://signs")
+    async with mcp_client(gateway.url, VIEWER_KEY, mode="legacy") as client:
+        assert (await client.read_resource("sms://signs")).contents
     # A token with sms.send but without sms.read cannot read.
     status, _, body = modern_call(gateway.url, "list_signs", {}, idp.token(gateway.url, scopes="sms.send"))
     assert status == 200 and body["result"]["isError"] is True

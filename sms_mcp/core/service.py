@@ -103,8 +103,8 @@ class SmsService:
     def __init__(
         self, settings: Settings, transport: Transport, ledger: LedgerPort | None = None,
         clock: Callable[[], float] = time.time, *, budget_for: BudgetFor | None = None,
-        lease_seconds: float = LEASE_SECONDS, principal_policy: PrincipalPolicy | None = None,
-        max_wait: float | None = None,
+        lease_seconds: float = LEASE_SECONDS, max_wait: float | None = None,
+        principal_policy: PrincipalPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
@@ -125,8 +125,7 @@ class SmsService:
         self.warning: str | None = None
         self.dispatcher = Dispatcher(settings, transport, ledger, self.audit, self.policy, clock, self._served,
                                      budget_for=self.budget_for, lease_seconds=lease_seconds,
-                                     limiters=self.limiters, principal_policy=principal_policy,
-                                     max_wait=max_wait)
+                                     limiters=self.limiters, max_wait=max_wait, principal_policy=principal_policy)
         self.reconciler = Reconciler(settings, ledger, self.audit, clock, self._read, self.limiters, self._served)
 
     async def start(self) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_REQUEST, CallToolResult, TextContent
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from sms_mcp.core.ports import LOCAL_PRINCIPAL, Principal
@@ -205,6 +206,11 @@ class GatewayMiddleware:
         self.drain = drain
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
+        if ctx.method == "resources/read":  # the resources are the sign and template lists: read data
+            token = get_access_token()
+            if token is not None and SCOPE_READ not in token.scopes:
+                raise MCPError(INVALID_REQUEST, f"[sms_mcp.INSUFFICIENT_SCOPE] reading resources needs the "
+                               f"{SCOPE_READ} scope; ask your administrator for it.")
         if ctx.method != "tools/call":
             return await call_next(ctx)
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
