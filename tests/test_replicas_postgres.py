@@ -93,11 +93,11 @@ class Replicas:
     def __getitem__(self, i: int) -> Gateway:
         return self.gateways[i]
 
-    def token(self, i: int) -> str:
-        return self.idp.token(self.gateways[i].url)
+    def token(self, i: int, subject: str = "alice") -> str:
+        return self.idp.token(self.gateways[i].url, subject=subject)
 
-    def client(self, i: int, mode: str = "auto") -> Any:
-        return mcp_client(self.gateways[i].url, self.token(i), mode=mode)
+    def client(self, i: int, mode: str = "auto", subject: str = "alice") -> Any:
+        return mcp_client(self.gateways[i].url, self.token(i, subject), mode=mode)
 
     def audit(self, plan_id: str) -> list[str]:
         events = []
@@ -216,6 +216,42 @@ async def test_daily_limit_holds_across_replicas(pg_server: PostgresServer, emu:
                 for i in range(6):
                     tg.start_soon(one, i)
     assert sorted(outcomes) == ["DAILY_LIMIT"] * 3 + ["accepted"] * 3, outcomes
+    assert len(emu.core.messages()) == 3
+
+
+async def test_principal_budget_and_flow_control_hold_across_replicas(
+    pg_server: PostgresServer, emu: EmulatorServer, idp: AuthorizationServer, tmp_path: Path
+) -> None:
+    """Alice's own daily budget (2, from the policy file) and Alibaba's one-verification-code-per-minute rule for
+    one number, each tested by confirmations made at the same moment on three replicas."""
+    url = pg_server.create_database()
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"principals": {"alice": {"daily_limit": 2}}}))
+    outcomes: dict[str, list[str]] = {"alice": [], "bob": []}
+    with Replicas(tmp_path, emu, idp, url, 3, SMS_MCP_POLICY_FILE=str(policy)) as replicas:
+        async with AsyncExitStack() as stack:
+            alice = [await stack.enter_async_context(replicas.client(i, subject="alice")) for i in range(3)]
+            bob = [await stack.enter_async_context(replicas.client(i, subject="bob")) for i in range(3)]
+            budget = [notify(f"1370000{7100 + i}") for i in range(5)]  # five numbers, alice may send two
+            codes = [{"phone_numbers": ["13700007200"], "sign_name": "速通科技", "template_code": "SMS_900000001",
+                      "template_param": {"code": f"{4820 + i}"}} for i in range(3)]  # one number, three codes
+            work = [(alice[i % 3], "alice", args, await call(alice[i % 3], "send_sms", args))
+                    for i, args in enumerate(budget)]
+            work += [(bob[i], "bob", args, await call(bob[i], "send_sms", args)) for i, args in enumerate(codes)]
+            emu.faults.add("delay_before", action="SendSms", seconds=0.2)
+
+            async def one(client: Client, who: str, args: dict[str, Any], plan: dict[str, Any]) -> None:
+                result = await client.call_tool("send_sms", {**args, "confirm_token": plan["confirm_token"]},
+                                                read_timeout_seconds=TOOL_TIMEOUT)
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                code = next((c for c in ("PRINCIPAL_DAILY_LIMIT", "BUSINESS_LIMIT_CONTROL") if c in text), None)
+                outcomes[who].append(code or (result.structured_content or {}).get("status", text[:200]))
+
+            async with anyio.create_task_group() as tg:
+                for item in work:
+                    tg.start_soon(one, *item)
+    assert sorted(outcomes["alice"]) == ["PRINCIPAL_DAILY_LIMIT"] * 3 + ["accepted"] * 2, outcomes
+    assert sorted(outcomes["bob"]) == ["BUSINESS_LIMIT_CONTROL"] * 2 + ["accepted"], outcomes
     assert len(emu.core.messages()) == 3
 
 
