@@ -37,7 +37,7 @@ CREATE TABLE plans (
     lease_expires       DOUBLE PRECISION,
     summary             JSONB NOT NULL
 );
-CREATE INDEX plans_content ON plans (content_hash) WHERE state = 'sending';
+CREATE INDEX plans_content ON plans (content_hash);
 CREATE TABLE chunks (
     plan_id             TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
     chunk_no            INTEGER NOT NULL,

@@ -384,6 +384,7 @@ class PostgresLedger:
 
     async def renew_lease(self, plan_id: str, lease: Lease, now: float) -> bool:
         until = now + lease.seconds
+
         async def work(conn: Any) -> Any:
             cur = await conn.execute(
                 "UPDATE plans SET lease_expires = %s WHERE plan_id = %s AND state = %s AND owner = %s "
