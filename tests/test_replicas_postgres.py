@@ -133,6 +133,12 @@ def batch(first: int, count: int) -> dict[str, Any]:
     return {"recipients": recipients, "template_code": "SMS_900000002"}
 
 
+def database_location(url: str) -> str:
+    from sms_mcp.ledger.postgres import redact
+
+    return redact(url)
+
+
 def database(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
@@ -345,7 +351,11 @@ async def test_postgres_stopped_and_restarted_while_replicas_serve(
             assert sent["status"] == "accepted" and sent["replayed"] is False
             again = await call(a, "send_sms", confirm)
             assert again["status"] == "accepted" and again["replayed"] is True
+        logs = [gateway.stderr() for gateway in replicas.gateways]
     assert sum(emu.core.calls.values()) == 1 and len(emu.core.messages()) == 1
+    # The replicas logged the outage, naming the database but never the URL's password.
+    assert all(f"ledger {database_location(url)}: PostgreSQL cannot be reached" in log for log in logs)
+    assert not any(own_server.password in log for log in logs)
 
 
 async def test_postgres_killed_during_a_send_is_reconciled_never_resent(
