@@ -98,6 +98,19 @@ def _lock_key(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def _budget_keys(limits: SendLimits, subject: str, numbers: Sequence[str]) -> list[str]:
+    """The advisory locks a claim takes: one per budget it is checked against and one per number (flow control),
+    in one fixed order (sorted) in every transaction, so that no two claims can wait for each other in a cycle."""
+    keys: list[str] = []
+    if limits.daily_limit is not None:
+        keys.append("daily")
+    if limits.principal_daily_limit is not None:
+        keys.append(f"principal:{subject}")
+    if limits.flow_windows:
+        keys += [f"number:{n}" for n in numbers]
+    return sorted(keys)
+
+
 def redact(url: str) -> str:
     """The URL without credentials (host, port and database only): what logs and answers may show."""
     try:
@@ -426,13 +439,17 @@ class PostgresLedger:
     async def claim_chunk(
         self, plan_id: str, chunk_no: int, lease: Lease, now: float, limits: SendLimits
     ) -> ChunkClaim:
+        # Round trips matter here (every send makes one claim): statements that do not depend on each other's
+        # answers go out together in a pipeline. PostgreSQL still runs them one after another, in this order.
         async def work(conn: Any) -> Any:
-            plan = await self._one(
-                conn, "SELECT state, owner, lease_expires, principal_subject, template_code FROM plans "
-                      "WHERE plan_id = %s FOR UPDATE", (plan_id,),
-            )
-            row = await self._one(conn, "SELECT * FROM chunks WHERE plan_id = %s AND chunk_no = %s FOR UPDATE",
-                                  (plan_id, chunk_no))
+            async with conn.pipeline() as pipeline:  # the plan's row first, as renewal and recovery lock it
+                plan_cur = await conn.execute(
+                    "SELECT state, owner, lease_expires, principal_subject, template_code FROM plans "
+                    "WHERE plan_id = %s FOR UPDATE", (plan_id,))
+                chunk_cur = await conn.execute(
+                    "SELECT * FROM chunks WHERE plan_id = %s AND chunk_no = %s FOR UPDATE", (plan_id, chunk_no))
+                await pipeline.sync()
+            plan, row = await plan_cur.fetchone(), await chunk_cur.fetchone()
             if row is None or plan is None:
                 return ChunkClaim(ClaimStatus.TAKEN, None)
             chunk = self._chunk(row)
@@ -445,26 +462,27 @@ class PostgresLedger:
 
             subject = plan["principal_subject"]
             numbers = sorted({r.number for r in chunk.recipients})
-            await self._lock_budgets(conn, limits, subject, numbers)
-            used_today = used_by_principal = 0
-            if limits.daily_limit is not None:
-                found = await self._one(conn, "SELECT COUNT(*) AS n FROM sends WHERE sent_at >= %s",
-                                        (limits.day_start,))
-                used_today = int(found["n"]) if found else 0
-            if limits.principal_daily_limit is not None:
-                found = await self._one(
-                    conn, "SELECT COUNT(*) AS n FROM sends WHERE principal_subject = %s AND sent_at >= %s",
-                    (subject, limits.day_start),
-                )
-                used_by_principal = int(found["n"]) if found else 0
-            history: list[SentMessage] = []
-            if limits.history_since is not None:
-                cur = await conn.execute(
-                    "SELECT number, sign_name, template_code, sent_at FROM sends "
-                    "WHERE number = ANY(%s) AND sent_at >= %s", (numbers, limits.history_since),
-                )
-                history = [SentMessage(r["number"], r["sign_name"], r["template_code"], r["sent_at"])
-                           for r in await cur.fetchall()]
+            daily = mine = recent = None
+            async with conn.pipeline() as pipeline:
+                # The budget locks, then (under them) what the budgets have used.
+                for key in _budget_keys(limits, subject, numbers):
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(key),))
+                if limits.daily_limit is not None:
+                    daily = await conn.execute("SELECT COUNT(*) AS n FROM sends WHERE sent_at >= %s",
+                                               (limits.day_start,))
+                if limits.principal_daily_limit is not None:
+                    mine = await conn.execute(
+                        "SELECT COUNT(*) AS n FROM sends WHERE principal_subject = %s AND sent_at >= %s",
+                        (subject, limits.day_start))
+                if limits.history_since is not None:
+                    recent = await conn.execute(
+                        "SELECT number, sign_name, template_code, sent_at FROM sends "
+                        "WHERE number = ANY(%s) AND sent_at >= %s", (numbers, limits.history_since))
+                await pipeline.sync()
+            used_today = int((await daily.fetchone())["n"]) if daily is not None else 0
+            used_by_principal = int((await mine.fetchone())["n"]) if mine is not None else 0
+            history = [SentMessage(r["number"], r["sign_name"], r["template_code"], r["sent_at"])
+                       for r in await recent.fetchall()] if recent is not None else []
             refusal = evaluate(limits, plan["template_code"], chunk.recipients, used_today=used_today,
                                used_today_by_principal=used_by_principal, history=history)
             if refusal is not None:
@@ -477,42 +495,26 @@ class PostgresLedger:
                 )
                 return ChunkClaim(ClaimStatus.REFUSED, self._chunk(refused) if refused else chunk, refusal)
 
-            claimed = await self._one(
-                conn,
-                "UPDATE chunks SET state = %s, owner = %s, claimed_at = %s, lease_expires = %s, updated_at = %s "
-                "WHERE plan_id = %s AND chunk_no = %s AND state = ANY(%s) RETURNING *",
-                (CLAIM_CHUNK.target.value, lease.owner, now, now + lease.seconds, now, plan_id, chunk_no,
-                 list(CLAIM_CHUNK.source_values)),
-            )
-            if claimed is None:  # unreachable under the row lock; kept as the compare-and-set's own answer
-                return ChunkClaim(ClaimStatus.TAKEN, chunk)
-            async with conn.cursor() as cur:
-                await cur.executemany(
+            async with conn.pipeline() as pipeline, conn.cursor() as inserts:
+                claim_cur = await conn.execute(
+                    "UPDATE chunks SET state = %s, owner = %s, claimed_at = %s, lease_expires = %s, updated_at = %s "
+                    "WHERE plan_id = %s AND chunk_no = %s AND state = ANY(%s) RETURNING *",
+                    (CLAIM_CHUNK.target.value, lease.owner, now, now + lease.seconds, now, plan_id, chunk_no,
+                     list(CLAIM_CHUNK.source_values)),
+                )
+                await inserts.executemany(
                     "INSERT INTO sends (number, sign_name, template_code, principal_subject, sent_at, plan_id, "
                     "chunk_no) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     [(r.number, r.sign_name, plan["template_code"], subject, now, plan_id, chunk_no)
                      for r in chunk.recipients],
                 )
+                await pipeline.sync()
+            claimed = await claim_cur.fetchone()
+            if claimed is None:  # cannot happen under the row lock; raising rolls back the rows just counted
+                raise RuntimeError(f"chunk {plan_id}/{chunk_no} changed under its row lock")
             return ChunkClaim(ClaimStatus.CLAIMED, self._chunk(claimed))
 
         return await self._write(work)
-
-    @staticmethod
-    async def _lock_budgets(conn: Any, limits: SendLimits, subject: str, numbers: Sequence[str]) -> None:
-        """Serialise the claims that count against the same budget or number, until this transaction ends."""
-        keys: list[str] = []
-        if limits.daily_limit is not None:
-            keys.append("daily")
-        if limits.principal_daily_limit is not None:
-            keys.append(f"principal:{subject}")
-        if limits.flow_windows:
-            keys += [f"number:{n}" for n in numbers]
-        if not keys:
-            return
-        # One fixed order (by key) in every transaction: no two claims can wait for each other in a cycle.
-        # executemany runs the statements one after another in a pipeline, so the order is the list's.
-        async with conn.cursor() as cur:
-            await cur.executemany("SELECT pg_advisory_xact_lock(%s)", [(_lock_key(k),) for k in sorted(keys)])
 
     async def settle_chunk(
         self, plan_id: str, chunk_no: int, sources: frozenset[ChunkState], target: ChunkState,
