@@ -176,10 +176,16 @@ async def test_a_ledger_replaced_under_a_running_server_is_refused(tmp_path: Pat
         await ledger.aclose()
 
 
-def test_the_domain_uses_no_sqlite() -> None:
-    """Imports flow skin -> domain -> ports <- adapters: the core never imports an adapter or a driver."""
-    code = ("import sys, sms_mcp.core.service, sms_mcp.core.dispatcher, sms_mcp.core.reconciler;"
-            "print(sorted(m for m in sys.modules if m.startswith('sms_mcp.ledger') or m == 'sqlite3'))")
+@pytest.mark.parametrize(("modules", "forbidden"), [
+    # Imports flow skin -> domain -> ports <- adapters: the core imports no adapter, driver, backend or MCP.
+    ("sms_mcp.core.service, sms_mcp.core.dispatcher, sms_mcp.core.reconciler",
+     ("sms_mcp.ledger", "sqlite3", "sms_mcp.wire", "sms_mcp.emulator", "mcp")),
+    # The emulator and the wire layer meet only on the neutral sms_mcp.dysmsapi.
+    ("sms_mcp.emulator.core, sms_mcp.emulator.http, sms_mcp.emulator.signing", ("sms_mcp.wire", "sms_mcp.core")),
+])
+def test_layers_import_only_what_they_may(modules: str, forbidden: tuple[str, ...]) -> None:
+    code = (f"import sys, {modules}; banned = {forbidden!r}; "
+            "print(sorted(m for m in sys.modules if m in banned or any(m.startswith(b + '.') for b in banned)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
 

@@ -43,7 +43,7 @@ from sms_mcp.core.ports import (
 )
 from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.throttle import Limiters
-from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
+from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
 
 log = logging.getLogger("sms_mcp.dispatcher")
 
@@ -157,6 +157,8 @@ class Dispatcher:
             return await self._wait_for_outcome(record)
         if record.state is PlanState.CANCELLED:
             return self._cancelled(record, "The plan was declined and cancelled; nothing was sent.")
+        if record.expires_at <= self.clock():
+            raise _expired(record)
         return SendResult(
             **self.served(), status=Outcome.PENDING_CONFIRMATION.value, plan_id=record.plan_id,
             plan=Plan.model_validate(record.summary), expires_at=_iso(record.expires_at),

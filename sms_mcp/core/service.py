@@ -55,7 +55,7 @@ from sms_mcp.core.ports import LOCAL_PRINCIPAL, LedgerPort, LedgerUnavailable, N
 from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.reconciler import Reconciler, china_today, details, details_next_step, record, summary
 from sms_mcp.core.throttle import Limiters
-from sms_mcp.wire.base import GatewayError, OutcomeUnknownError, Transport
+from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
 
 log = logging.getLogger("sms_mcp.service")
 

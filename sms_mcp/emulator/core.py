@@ -28,9 +28,9 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
+from sms_mcp.dysmsapi import GatewayError, WireBody
 from sms_mcp.emulator import seed
 from sms_mcp.emulator.numbers import PhoneNumber, parse_number
-from sms_mcp.wire.base import GatewayError, WireBody
 
 #: Alibaba's dates and flow-control windows are in China Standard Time.
 CST = timezone(timedelta(hours=8))

@@ -43,9 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from sms_mcp.dysmsapi import ACTIONS, GatewayError, mask_access_key_id
 from sms_mcp.emulator.signing import IncomingRequest, RequestVerifier
-from sms_mcp.wire.base import ACTIONS, GatewayError
-from sms_mcp.wire.credentials import mask_access_key_id
 
 log = logging.getLogger("sms_mcp.emulator")
 

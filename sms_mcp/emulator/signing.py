@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, quote
 
-from sms_mcp.wire.base import API_VERSION, GatewayError
+from sms_mcp.dysmsapi import API_VERSION, GatewayError
 
 V3_ALGORITHM = "ACS3-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()

@@ -26,6 +26,8 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from sms_mcp.dysmsapi import mask_access_key_id  # re-exported: callers import it from here too
+
 log = logging.getLogger("sms_mcp.wire")
 
 ECS_DISABLED_VAR = "ALIBABA_CLOUD_ECS_METADATA_DISABLED"
@@ -37,16 +39,6 @@ CLI_MODES = frozenset(
 )
 #: INI ``type`` values the credentials library understands (``profile.py``).
 INI_TYPES = frozenset({"access_key", "ram_role_arn", "oidc_role_arn", "ecs_ram_role", "rsa_key_pair"})
-
-
-def mask_access_key_id(key_id: str) -> str:
-    """``LTAI5tAbCdEf1234`` -> ``LTAI****1234``. Short ids keep less, so a masked id never reveals most of it."""
-    key_id = key_id.strip()
-    if len(key_id) >= 12:
-        return f"{key_id[:4]}****{key_id[-4:]}"
-    if len(key_id) >= 6:
-        return f"{key_id[:2]}****{key_id[-2:]}"
-    return "****"
 
 
 def _true(value: str | None) -> bool:

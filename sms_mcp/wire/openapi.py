@@ -35,6 +35,7 @@ from typing import Any
 
 from sms_mcp import __version__
 from sms_mcp.config import ConfigError, Settings
+from sms_mcp.dysmsapi import explain
 from sms_mcp.wire.base import (
     AGENT_USER_AGENT,
     API_VERSION,
@@ -145,110 +146,11 @@ def endpoint_for(settings: Settings) -> Endpoint:
 # Error explanation
 # --------------------------------------------------------------------------------------------------------------
 
-_EXPLANATIONS: dict[str, tuple[str, str]] = {
-    "SignatureDoesNotMatch": (
-        "The AccessKey secret does not match the AccessKey ID (the API request signature did not verify). "
-        "This is a credential problem, not an SMS sign name problem.",
-        "Check ALIBABA_CLOUD_ACCESS_KEY_SECRET or the secret in your aliyun profile; then run `sms-mcp doctor`.",
-    ),
-    "IncompleteSignature": (
-        "The API request signature is malformed (a credential/signing problem, not the SMS sign name).",
-        "Check the credential configuration and run `sms-mcp doctor`.",
-    ),
-    "InvalidAccessKeyId.NotFound": (
-        "Alibaba Cloud does not know this AccessKey ID (a credential problem, not the SMS sign name).",
-        "Check ALIBABA_CLOUD_ACCESS_KEY_ID or your aliyun profile; then run `sms-mcp doctor`.",
-    ),
-    "InvalidAccessKeyId": (
-        "The AccessKey ID is invalid (a credential problem, not the SMS sign name).",
-        "Check ALIBABA_CLOUD_ACCESS_KEY_ID or your aliyun profile; then run `sms-mcp doctor`.",
-    ),
-    "InvalidAccessKeyId.Inactive": (
-        "The AccessKey is disabled (a credential problem, not the SMS sign name).",
-        "Enable it or create a new AccessKey in the RAM console, then update your credentials.",
-    ),
-    "InvalidTimeStamp.Expired": (
-        "The request timestamp is too far from Alibaba Cloud's clock (more than 15 minutes): this machine's clock "
-        "is wrong, so the request signature is rejected. A credential/signing problem, not the SMS sign name.",
-        "Synchronise the system clock (NTP), then retry.",
-    ),
-    "InvalidTimeStamp.Format": (
-        "The request timestamp is malformed (request signing problem).",
-        "Check the system clock and time zone settings, then retry.",
-    ),
-    "SignatureNonceUsed": (
-        "The request's signature nonce was already used (request signing problem).",
-        "Retry: every request gets a fresh nonce.",
-    ),
-    "InvalidSecurityToken.Expired": (
-        "The STS security token has expired (a credential problem).",
-        "Refresh the STS token (ALIBABA_CLOUD_SECURITY_TOKEN or the profile), or use a RAM role that refreshes.",
-    ),
-    "InvalidSecurityToken.Malformed": (
-        "The STS security token is malformed (a credential problem).",
-        "Check ALIBABA_CLOUD_SECURITY_TOKEN or the profile's sts_token.",
-    ),
-    "InvalidSecurityToken.MismatchWithAccessKey": (
-        "The STS security token does not belong to this AccessKey ID (a credential problem).",
-        "Use the AccessKey ID, secret and token from the same AssumeRole result.",
-    ),
-    "Forbidden.RAM": (
-        "The credentials are valid but the RAM user or role may not call this SMS action (a permission problem "
-        "with the AccessKey's identity, not the SMS sign name).",
-        "Grant dysms:<Action> (or the AliyunDysmsFullAccess policy) to the RAM user/role.",
-    ),
-    "InvalidCredentials": (
-        "No usable Alibaba Cloud credentials were found (AccessKey missing), so nothing was sent.",
-        "Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile with "
-        "`aliyun configure`; then run `sms-mcp doctor`.",
-    ),
-    "Throttling.User": (
-        "Alibaba Cloud throttled the request (API rate limit). It was not processed.",
-        "Wait a moment and retry.",
-    ),
-    "Throttling.Api": ("Alibaba Cloud throttled this API. The request was not processed.", "Wait and retry."),
-    "Throttling": ("Alibaba Cloud throttled the request. It was not processed.", "Wait and retry."),
-    "InternalError": (
-        "Alibaba Cloud had an internal error.",
-        "Retry a read later; for a send, check the receipt (QuerySendDetails) before sending again.",
-    ),
-    "ServiceUnavailable": ("Alibaba Cloud is temporarily unavailable.", "Retry later."),
-    "InvalidApi.NotFound": (
-        "The endpoint does not know this API action.",
-        "Check SMS_MCP_ENDPOINT / ALIBABA_CLOUD_REGION_ID point at Dysmsapi.",
-    ),
-    "InvalidVersion": ("The endpoint does not serve Dysmsapi 2017-05-25.", "Check SMS_MCP_ENDPOINT."),
-    "InvalidProtocol.NeedSsl": ("This API requires HTTPS.", "Use an https:// SMS_MCP_ENDPOINT."),
-    "UnsupportedHTTPMethod": ("The API does not accept this HTTP method.", "Report this as an sms-mcp bug."),
-    "TlsVerificationFailed": (
-        "The endpoint's TLS certificate did not verify against the trusted CAs, so nothing was sent.",
-        "Point SMS_MCP_CA_BUNDLE (or SSL_CERT_FILE) at the CA file that issued the endpoint's certificate "
-        "(for `sms-mcp emulator --tls`: DATA_DIR/tls/emulator-ca.pem); check SMS_MCP_ENDPOINT's host name.",
-    ),
-}
 
 
 def explain_gateway_error(err: GatewayError) -> tuple[str, str]:
-    """``(meaning, next step)`` for a gateway error, for the domain layer to show an agent."""
-    if err.code in _EXPLANATIONS:
-        return _EXPLANATIONS[err.code]
-    if err.code.startswith("Missing"):
-        name = err.code.removeprefix("Missing") or "a parameter"
-        return f"The required parameter {name} was missing.", f"Supply {name}."
-    if err.code.startswith("InvalidParameter"):
-        return f"A parameter was rejected: {err.message}", "Fix the parameter named in the message."
-    if err.code.startswith("Throttling"):
-        return _EXPLANATIONS["Throttling"]
-    if err.status >= 500:
-        return "Alibaba Cloud had a server error.", "Retry a read later; for a send, check the receipt first."
-    return (
-        err.message or f"Alibaba Cloud refused the request ({err.code}).",
-        "See the code in Alibaba's troubleshooting page (Recommend URL).",
-    )
-
-
-def is_credential_error(err: GatewayError) -> bool:
-    return err.code in CREDENTIAL_CODES
+    """``(meaning, next step)`` for a gateway error, from the one catalogue (:mod:`sms_mcp.dysmsapi`)."""
+    return explain(err.code, err.message, err.status, quote=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
