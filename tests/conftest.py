@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from pg_server import PostgresServer, PostgresUnavailable, find_bindir
+from pg_server import PostgresServer, postgres_for_tests
 
 from sms_mcp.emulator.core import EmulatorCore
 from sms_mcp.emulator.http import EmulatorServer
@@ -71,11 +70,5 @@ def emu(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
 def pg_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server of the tests' own (tests/pg_server.py), one per session. Skipped where the machine
     has no PostgreSQL binaries, except under CI, where that is a failure (.ci/run installs them)."""
-    try:
-        find_bindir()
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
-        pytest.skip(str(exc))
-    with PostgresServer() as server:
+    with postgres_for_tests() as server:
         yield server

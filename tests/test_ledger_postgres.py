@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pg_server import PostgresServer
+from pg_server import PostgresServer, postgres_for_tests
 from psycopg import AsyncConnection
 
 from sms_mcp.core.lifecycle import ChunkState, PlanState
@@ -129,14 +129,8 @@ async def test_the_unix_socket_url_works(pg_server: PostgresServer) -> None:
 # ---------------------------------------------------------------------------------------------- PostgreSQL down
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[PostgresServer]:
-    """A server of this module's own, so that stopping it disturbs no other test."""
-    from pg_server import PostgresUnavailable
-
-    try:
-        server = PostgresServer()
-    except PostgresUnavailable as exc:  # the session fixture already failed under CI; here, just skip
-        pytest.skip(str(exc))
-    with server:
+    """A server of its own, so that stopping it disturbs no other test."""
+    with postgres_for_tests() as server:
         yield server
 
 
@@ -292,3 +286,19 @@ async def test_a_replica_frozen_inside_a_transaction_blocks_claims_only_briefly(
             await frozen.close()
     finally:
         await ledger.aclose()
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_missing_postgres_binaries_skip_locally_and_fail_under_ci(
+    monkeypatch: pytest.MonkeyPatch, ci: str
+) -> None:
+    import pg_server
+
+    def nothing() -> Path:
+        raise pg_server.PostgresUnavailable("no PostgreSQL server binaries (test)")
+
+    monkeypatch.setattr(pg_server, "find_bindir", nothing)
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="no PostgreSQL server binaries"), pg_server.postgres_for_tests():
+        raise AssertionError("a server started without binaries")

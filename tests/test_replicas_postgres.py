@@ -9,7 +9,6 @@ PostgreSQL is a real server of the tests' own (tests/pg_server.py), stopped, kil
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -24,7 +23,7 @@ import anyio
 import pytest
 from http_support import AuthorizationServer, Gateway, gateway_env, http_get, mcp_client, modern_call
 from mcp import Client
-from pg_server import PostgresServer, PostgresUnavailable
+from pg_server import PostgresServer, postgres_for_tests
 
 from sms_mcp.emulator.core import EmulatorCore
 from sms_mcp.emulator.http import EmulatorServer
@@ -308,14 +307,8 @@ async def test_sigkill_a_replica_mid_send_never_resent_and_reconciled_on_another
 # ---------------------------------------------------------------------------------------------- PostgreSQL down
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
-    """A server of this test's own, so that stopping it disturbs no other test."""
-    try:
-        server = PostgresServer()
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
-        pytest.skip(str(exc))
-    with server:
+    """A server of its own, so that stopping it disturbs no other test."""
+    with postgres_for_tests() as server:
         yield server
 
 
