@@ -221,6 +221,14 @@ async def test_a_transaction_cut_by_the_crash_leaves_no_intent(own_server: Postg
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _cli(args: list[str], tmp: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_MCP_", "ALIBABA_CLOUD_"))}
     base.update(SMS_MCP_BACKEND="sandbox", SMS_MCP_DATA_DIR=str(tmp / "data"), HOME=str(tmp), **env)
@@ -240,14 +248,16 @@ def test_doctor_and_serve_with_a_postgres_ledger(own_server: PostgresServer, tmp
     try:
         down = _cli(["doctor"], tmp_path, SMS_MCP_LEDGER_URL=url)
         serve = _cli(["serve"], tmp_path, SMS_MCP_LEDGER_URL=url)
+        http = _cli(["serve", "--http", "--port", str(_free_port())], tmp_path, SMS_MCP_LEDGER_URL=url)
     finally:
         own_server.start()
+    assert http.returncode != 0 and "Traceback" not in http.stderr and redact(url) in http.stderr
     assert down.returncode != 0 and "Connection refused" in down.stderr
     # serve refuses to start, in one line naming the database (never its password), without a traceback.
     assert serve.returncode != 0 and "Traceback" not in serve.stderr
     refusal = [line for line in serve.stderr.splitlines() if "cannot serve" in line]
     assert len(refusal) == 1 and redact(url) in refusal[0] and "Connection refused" in refusal[0]
-    for out in (doctor, down, serve):
+    for out in (doctor, down, serve, http):
         assert own_server.password not in out.stdout + out.stderr
 
 
