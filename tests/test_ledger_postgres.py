@@ -13,14 +13,17 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pg_server import PostgresServer, postgres_for_tests
 from psycopg import AsyncConnection
 
 from sms_mcp.core.lifecycle import ChunkState, PlanState
-from sms_mcp.core.ports import LedgerUnavailable, SendLimits
+from sms_mcp.core.ports import ChunkAnswer, LedgerUnavailable, Principal, SendLimits
 from sms_mcp.ledger.pg_schema import LATEST
 from sms_mcp.ledger.postgres import PostgresLedger, redact
 from tests.ledger_contract import ALICE, LEASE, T0, confirmed, plan, token_hash
@@ -312,3 +315,59 @@ def test_missing_postgres_binaries_skip_locally_and_fail_under_ci(
     expected = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(expected, match="no PostgreSQL server binaries"), pg_server.postgres_for_tests():
         raise AssertionError("a server started without binaries")
+
+
+# ---------------------------------------------------------------------------------------------- hostile strings
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)  # NUL, unpaired surrogates, RTL, emoji …
+
+
+def test_what_will_be_sent_round_trips_exactly_whatever_it_contains(pg_server: PostgresServer) -> None:
+    """PostgreSQL's text cannot hold NUL or an unpaired surrogate; the ledger must still store exactly the
+    parameters, recipients and OutId that will be sent (as the SQLite ledger does), and the plan as shown."""
+    loop = asyncio.new_event_loop()
+    ledger = loop.run_until_complete(PostgresLedger.open(pg_server.create_database()))
+    seen = 0
+
+    async def check(value: str, out_id: str, key: str) -> None:
+        nonlocal seen
+        seen += 1
+        base = plan(f"h{seen}")
+        chunk = replace(base.chunks[0], params={**base.chunks[0].params, key: value, "OutId": out_id},
+                        out_id=out_id)
+        hostile = replace(base, summary={"text": value, key: [value, out_id]}, chunks=(chunk,))
+        await ledger.create_plan(hostile)
+        got = await ledger.get_plan(hostile.plan_id)
+        assert got is not None and dict(got.summary) == dict(hostile.summary)
+        (stored,) = await ledger.chunks(hostile.plan_id)
+        assert dict(stored.params) == dict(chunk.params) and stored.out_id == out_id
+        assert stored.recipients == chunk.recipients
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(value=ANY_TEXT, out_id=ANY_TEXT, key=ANY_TEXT)
+    def round_trip(value: str, out_id: str, key: str) -> None:
+        loop.run_until_complete(check(value, out_id, key))
+
+    try:
+        round_trip()
+    finally:
+        loop.run_until_complete(ledger.aclose())
+        loop.close()
+
+
+async def test_provider_text_is_stored_safely_and_bad_principals_change_nothing(pg_server: PostgresServer) -> None:
+    ledger = await PostgresLedger.open(pg_server.create_database())
+    try:
+        await confirmed(ledger, plan("p1"))
+        await ledger.claim_chunk("p1", 1, LEASE, T0 + 2, SendLimits())
+        bad = ChunkAnswer(biz_id="B\x00", request_id="R\ud800", error_code="isv.X\x00", error_message="no\x00 \ud800!")
+        assert await ledger.settle_chunk("p1", 1, frozenset({ChunkState.SENDING}), ChunkState.REJECTED, bad, T0 + 3)
+        (chunk,) = await ledger.chunks("p1")
+        assert (chunk.biz_id, chunk.error_code, chunk.error_message) == ("B\ufffd", "isv.X\ufffd", "no\ufffd ?!")
+        # A principal whose name PostgreSQL cannot hold: refused with a clear reason, nothing recorded.
+        stranger = replace(plan("p2"), principal=Principal("eve\x00", "cli"))
+        with pytest.raises(LedgerUnavailable) as refused:
+            await ledger.create_plan(stranger)
+        assert "cannot store a value" in refused.value.reason
+        assert await ledger.get_plan("p2") is None
+    finally:
+        await ledger.aclose()

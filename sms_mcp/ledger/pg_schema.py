@@ -18,6 +18,9 @@ MIGRATION_LOCK = 0x736D_732D_6D63_70
 
 SCHEMA_V1 = """
 -- Times are the domain's clock, in seconds since the epoch (the port's convention: the caller's clock decides).
+-- What the caller wrote (the plan's summary, a chunk's API parameters, recipients and OutId) is kept as JSON
+-- text with every non-ASCII character escaped, not JSONB: PostgreSQL's text and JSONB cannot hold NUL or an
+-- unpaired surrogate, and the ledger must store exactly what will be (or was) sent, whatever it contains.
 CREATE TABLE plans (
     plan_id             TEXT PRIMARY KEY,
     token_hash          TEXT NOT NULL UNIQUE,
@@ -35,17 +38,14 @@ CREATE TABLE plans (
     sent_at             DOUBLE PRECISION,
     owner               TEXT,
     lease_expires       DOUBLE PRECISION,
-    summary             JSONB NOT NULL
+    summary             TEXT NOT NULL           -- JSON, ASCII-escaped (see below)
 );
 CREATE INDEX plans_content ON plans (content_hash);
 CREATE TABLE chunks (
     plan_id             TEXT NOT NULL REFERENCES plans (plan_id) ON DELETE CASCADE,
     chunk_no            INTEGER NOT NULL,
     state               TEXT NOT NULL,
-    action              TEXT NOT NULL,
-    params              JSONB NOT NULL,
-    recipients          JSONB NOT NULL,
-    out_id              TEXT NOT NULL,
+    body                TEXT NOT NULL,          -- JSON {action, params, recipients, out_id}, ASCII-escaped
     owner               TEXT,
     claimed_at          DOUBLE PRECISION,
     lease_expires       DOUBLE PRECISION,

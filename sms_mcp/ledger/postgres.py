@@ -32,6 +32,7 @@ How the port's guarantees hold across replicas:
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -96,6 +97,19 @@ ABANDON_MESSAGE = "The process that confirmed this plan stopped before it sent t
 def _lock_key(key: str) -> int:
     """A stable signed 64-bit advisory-lock key for a budget or number (a collision only serialises more)."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _json(value: Any) -> str:
+    """JSON text with every non-ASCII character escaped: storable whatever the strings hold (NUL, surrogates)."""
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def _text(value: str | None) -> str | None:
+    """A diagnostic from the provider (error code and message, request and biz ids) as PostgreSQL text can hold
+    it: NUL and unpaired surrogates replaced. Only these are altered; what identifies a send never is."""
+    if value is None:
+        return None
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _budget_keys(limits: SendLimits, subject: str, numbers: Sequence[str]) -> list[str]:
@@ -248,7 +262,7 @@ class PostgresLedger:
         return await self._run(work, write=True)
 
     async def _run(self, work: Callable[[Any], Awaitable[T]], *, write: bool) -> T:
-        from psycopg import OperationalError
+        from psycopg import DataError, OperationalError
 
         if self._down_since is not None:  # the last call found the database unreachable: is it back?
             await self._reconnect()
@@ -272,6 +286,12 @@ class PostgresLedger:
                 if not stale:
                     raise await self._down(exc) from None
                 await self._reconnect(force=True)
+            except (DataError, UnicodeError) as exc:  # e.g. NUL in a principal's name: rolled back, nothing kept
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise LedgerUnavailable(
+                    self.location, f"PostgreSQL cannot store a value of this call ({first})",
+                    "Nothing of this call was recorded; remove control characters from the request.",
+                ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _reconnect(self, force: bool = False) -> None:
@@ -298,16 +318,17 @@ class PostgresLedger:
             principal=Principal(row["principal_subject"], row["principal_client"]),
             template_code=row["template_code"], template_type=row["template_type"], state=PlanState(row["state"]),
             created_at=row["created_at"], expires_at=row["expires_at"], sent_at=row["sent_at"],
-            owner=row["owner"], lease_expires=row["lease_expires"], summary=row["summary"],
+            owner=row["owner"], lease_expires=row["lease_expires"], summary=json.loads(row["summary"]),
         )
 
     @staticmethod
     def _chunk(row: dict[str, Any]) -> ChunkRecord:
+        body = json.loads(row["body"])
         return ChunkRecord(
             plan_id=row["plan_id"], chunk_no=row["chunk_no"], state=ChunkState(row["state"]),
-            action=row["action"], params=row["params"],
-            recipients=tuple(Recipient(number, sign) for number, sign in row["recipients"]),
-            out_id=row["out_id"], owner=row["owner"], claimed_at=row["claimed_at"],
+            action=body["action"], params=body["params"],
+            recipients=tuple(Recipient(number, sign) for number, sign in body["recipients"]),
+            out_id=body["out_id"], owner=row["owner"], claimed_at=row["claimed_at"],
             lease_expires=row["lease_expires"], biz_id=row["biz_id"], request_id=row["request_id"],
             error_code=row["error_code"], error_message=row["error_message"],
         )
@@ -324,8 +345,6 @@ class PostgresLedger:
 
     # ------------------------------------------------------------------ plans
     async def create_plan(self, plan: NewPlan) -> None:
-        from psycopg.types.json import Jsonb
-
         async def work(conn: Any) -> Any:
             await conn.execute(
                 "INSERT INTO plans (plan_id, token_hash, tool, args_hash, content_hash, principal_subject, "
@@ -334,14 +353,14 @@ class PostgresLedger:
                 (plan.plan_id, plan.token_hash, plan.tool, plan.args_hash, plan.content_hash,
                  plan.principal.subject, plan.principal.client_id, plan.template_code, plan.template_type,
                  PlanState.PREPARED.value, plan.created_at, plan.expires_at, plan.created_at,
-                 Jsonb(dict(plan.summary))),
+                 _json(dict(plan.summary))),
             )
             async with conn.cursor() as cur:
                 await cur.executemany(
-                    "INSERT INTO chunks (plan_id, chunk_no, state, action, params, recipients, out_id, updated_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    [(plan.plan_id, c.chunk_no, ChunkState.PENDING.value, c.action, Jsonb(dict(c.params)),
-                      Jsonb([[r.number, r.sign_name] for r in c.recipients]), c.out_id, plan.created_at)
+                    "INSERT INTO chunks (plan_id, chunk_no, state, body, updated_at) VALUES (%s, %s, %s, %s, %s)",
+                    [(plan.plan_id, c.chunk_no, ChunkState.PENDING.value,
+                      _json({"action": c.action, "params": dict(c.params), "out_id": c.out_id,
+                             "recipients": [[r.number, r.sign_name] for r in c.recipients]}), plan.created_at)
                      for c in plan.chunks],
                 )
 
@@ -526,7 +545,8 @@ class PostgresLedger:
                 "UPDATE chunks SET state = %s, biz_id = COALESCE(%s, biz_id), "
                 "request_id = COALESCE(%s, request_id), error_code = %s, error_message = %s, updated_at = %s "
                 "WHERE plan_id = %s AND chunk_no = %s AND state = ANY(%s)",
-                (change.target.value, answer.biz_id, answer.request_id, answer.error_code, answer.error_message,
+                (change.target.value, _text(answer.biz_id), _text(answer.request_id), _text(answer.error_code),
+                 _text(answer.error_message),
                  now, plan_id, chunk_no, list(change.source_values)),
             )
             if cur.rowcount != 1:
