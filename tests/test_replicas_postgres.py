@@ -144,8 +144,8 @@ def database(url: str) -> str:
 
 def chunk_rows(server: PostgresServer, url: str, plan_id: str) -> list[tuple[str, str, str]]:
     """[(state, out_id, owner)] of a plan's chunks, read with psql (an independent client)."""
-    out = server.psql(database(url), "SELECT json_agg(json_build_array(state, out_id, COALESCE(owner, '')) "
-                                     f"ORDER BY chunk_no) FROM chunks WHERE plan_id = '{plan_id}'")
+    out = server.psql(database(url), "SELECT json_agg(json_build_array(state, body::json->>'out_id', "
+                                     f"COALESCE(owner, '')) ORDER BY chunk_no) FROM chunks WHERE plan_id = '{plan_id}'")
     return [tuple(row) for row in json.loads(out or "[]")]  # type: ignore[misc]
 
 
