@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     backend: Literal["auto", "sandbox", "openapi", "cli"] = Field(
         "auto", description="one of " + ", ".join(BACKENDS))
     data_dir: Path = Field(description="a directory path (created if missing); ~ and ~user are expanded")
+    # A shared PostgreSQL ledger for gateway replicas (None: SQLite in data_dir). Never echoed or in repr.
+    ledger_url: str | None = Field(None, max_length=4000, repr=False, json_schema_extra=SECRET,
+                                   description="a postgresql://user:password@host:port/database URL, or unset for "
+                                   "the SQLite ledger in the data directory")
     # Two-step confirmation.
     confirm_ttl_seconds: float = _finite(600.0, 1, 86_400)
     confirm_mode: Literal["token", "elicit", "auto"] = Field("token", description="one of "
@@ -337,6 +341,14 @@ class Settings(BaseSettings):
         if any(unicodedata.category(c) == "Cc" for c in value):
             raise ValueError("control characters are not allowed")
         return value
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            scheme = value.split(":", 1)[0][:20] if ":" in value else "none"
+            raise ValueError(f"the scheme ({scheme}) is not postgresql://")
+        return value or None
 
     @field_validator("endpoint")
     @classmethod
