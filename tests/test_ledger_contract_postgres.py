@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from ledger_contract import *  # noqa: F403
 from pg_server import PostgresServer
 
 from sms_mcp.ledger.postgres import PostgresLedger
-from tests.ledger_contract import *  # noqa: F403
 
 
 @pytest.fixture

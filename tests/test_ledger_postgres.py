@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_contract import ALICE, LEASE, T0, confirmed, plan, token_hash
 from pg_server import PostgresServer, postgres_for_tests
 from psycopg import AsyncConnection
 
@@ -26,7 +27,6 @@ from sms_mcp.core.lifecycle import ChunkState, PlanState
 from sms_mcp.core.ports import ChunkAnswer, LedgerUnavailable, Principal, SendLimits
 from sms_mcp.ledger.pg_schema import LATEST
 from sms_mcp.ledger.postgres import PostgresLedger, redact
-from tests.ledger_contract import ALICE, LEASE, T0, confirmed, plan, token_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
