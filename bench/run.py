@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="Markdown file to write (default: BENCHMARKS.md, full runs only)")
     parser.add_argument("--json", type=Path, help="also write the raw samples and rows as JSON")
     parser.add_argument("--only", type=_steps, help=f"run only these steps (comma-separated: {', '.join(STEPS)})")
+    parser.add_argument("--http", action="store_true", help="also run bench.over_http (MCP over Streamable HTTP)")
     args = parser.parse_args(argv)
     sizes = measures.SMOKE if args.smoke else measures.FULL
     only = args.only or STEPS
@@ -340,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps({"sizes": asdict(sizes), "raw": raw,
                                          "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]}, indent=1))
+    if args.http:  # the HTTP scenarios have their own table (bench/over_http.py)
+        from bench import over_http as http_bench
+
+        return http_bench.main(["--smoke"] if args.smoke else [])
     return 0
 
 

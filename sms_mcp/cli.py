@@ -176,6 +176,63 @@ def serve(settings: Settings) -> int:
     return code  # pragma: no cover - os._exit above
 
 
+def settings_for_serving() -> Settings:
+    """The settings, validated once; a misspelt variable or an unusable data directory refuses to serve
+    (unknown SMS_MCP_ names that look like no setting only warn)."""
+    settings = Settings.from_env()
+    typos, others = unknown_variables()
+    problem = check_data_dir(settings.data_dir)
+    if typos or problem:
+        raise ConfigError([*typos, *([problem] if problem else [])])
+    for line in others:
+        print(f"sms-mcp: warning: {line}", file=sys.stderr)
+    return settings
+
+
+def serve_command(argv: list[str]) -> int:
+    """``serve`` with flags: ``--http`` selects Streamable HTTP; without it, stdio as always."""
+    parser = argparse.ArgumentParser(prog="sms-mcp serve", description="Serve MCP over stdio (default) or HTTP.")
+    parser.add_argument("--http", action="store_true", help="serve MCP over Streamable HTTP (both protocol eras)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other "
+                        "address requires authentication to be configured)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    args = parser.parse_args(argv)
+    settings = settings_for_serving()
+    if not args.http:
+        if (args.host, args.port) != ("127.0.0.1", 8000):
+            parser.error("--host and --port need --http")
+        return serve(settings)
+    if not 1 <= args.port <= 65535:
+        parser.error("--port must be 1-65535")
+    from sms_mcp.http.app import serve_http
+    from sms_mcp.http.observability import configure_json_logging
+
+    configure_json_logging(settings.log_level)
+    try:
+        return serve_http(settings, args.host, args.port)
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as err:
+        log.error("sms-mcp cannot serve over HTTP: %s", err)
+        return 1
+
+
+def api_key(argv: list[str]) -> int:
+    from sms_mcp.http.auth import SCOPES, hash_api_key, new_api_key
+
+    parser = argparse.ArgumentParser(prog="sms-mcp api-key", description="Make a static API key for serve --http.")
+    parser.add_argument("name", help="who holds the key (becomes the principal's subject and client id)")
+    parser.add_argument("--scopes", default="sms.read", help="comma-separated, from: " + ", ".join(SCOPES))
+    args = parser.parse_args(argv)
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    if not scopes or any(s not in SCOPES for s in scopes) or not args.name or ":" in args.name:
+        parser.error(f"a name without ':' and scopes from {', '.join(SCOPES)}")
+    key = new_api_key()
+    print(f"API key for {args.name} (shown once; give it to them, keep only the entry below):\n  {key}")
+    print(f"SMS_MCP_API_KEYS entry:\n  {args.name}:{'+'.join(scopes)}:{hash_api_key(key)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 def _print(title: str, body: str = "") -> None:
     print(f"\n== {title}")
@@ -398,6 +455,10 @@ usage: sms-mcp [serve|demo|doctor|emulator] [options]
   demo       walk through list -> plan -> confirm -> receipt on the embedded sandbox
   doctor     report the chosen backend, data dir and what the real backends need
   emulator   serve the Dysmsapi emulator over HTTP (signature-verifying)
+  api-key    make a static API key for `serve --http` (prints the key once, and its hashed config entry)
+
+  serve --http [--host 127.0.0.1] [--port 8000]
+             serve MCP over Streamable HTTP for a team (README "Run it for a team")
 """
 
 
@@ -412,14 +473,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
     try:
         if command == "serve":
-            settings = Settings.from_env()
-            typos, others = unknown_variables()
-            problem = check_data_dir(settings.data_dir)
-            if typos or problem:
-                raise ConfigError([*typos, *([problem] if problem else [])])
-            for line in others:
-                print(f"sms-mcp: warning: {line}", file=sys.stderr)
-            raise SystemExit(serve(settings))
+            if args:
+                raise SystemExit(serve_command(args))
+            raise SystemExit(serve(settings_for_serving()))
+        if command == "api-key":
+            raise SystemExit(api_key(args))
         if command == "demo":
             raise SystemExit(demo(args))
         if command == "doctor":

@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     backend: Literal["auto", "sandbox", "openapi", "cli"] = Field(
         "auto", description="one of " + ", ".join(BACKENDS))
     data_dir: Path = Field(description="a directory path (created if missing); ~ and ~user are expanded")
+    # A shared PostgreSQL ledger for gateway replicas (None: SQLite in data_dir). Never echoed or in repr.
+    ledger_url: str | None = Field(None, max_length=4000, repr=False, json_schema_extra=SECRET,
+                                   description="a postgresql://user:password@host:port/database URL, or unset for "
+                                   "the SQLite ledger in the data directory")
     # Two-step confirmation.
     confirm_ttl_seconds: float = _finite(600.0, 1, 86_400)
     confirm_mode: Literal["token", "elicit", "auto"] = Field("token", description="one of "
@@ -226,6 +230,27 @@ class Settings(BaseSettings):
     # Logging.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="one of " + ", ".join(LOG_LEVELS))
+    # Serving over HTTP (`sms-mcp serve --http`); see README "Run it for a team".
+    public_url: str | None = Field(None, max_length=2000, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+                                   description="the http(s) URL clients use for the MCP endpoint, e.g. "
+                                   "https://sms.example.com/mcp")
+    auth_issuer: str | None = Field(None, max_length=2000, description="the authorization server's issuer URL")
+    auth_jwks_url: str | None = Field(None, max_length=2000, pattern=r"^https?://\S+$",
+                                      description="the http(s) URL of the authorization server's JWKS")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated name:scope+scope:sha256hex entries (sms-mcp api-key NAME prints one)",
+        json_schema_extra=SECRET)
+    policy_file: Path | None = Field(None, description="the path of a JSON per-principal policy file")
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated Host values (host or host:port) accepted on /mcp")
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated Origins (scheme://host[:port]) accepted on /mcp")
+    request_state_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated keys of at least 32 bytes each, the same on every replica",
+        json_schema_extra=SECRET)
+    replica_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$",
+                                   description="1-32 letters, digits, '-' or '_'")
+    shutdown_grace_seconds: float = _finite(20.0, 0, 600)
 
     _variables: ClassVar[dict[str, str]] = {}
 
@@ -288,7 +313,14 @@ class Settings(BaseSettings):
         folded = value.strip().upper() if isinstance(value, str) else value
         return folded if folded in LOG_LEVELS else value
 
-    @field_validator("data_dir", "ca_bundle", mode="before")
+    @field_validator("api_keys", "allowed_hosts", "allowed_origins", "request_state_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("data_dir", "ca_bundle", "policy_file", mode="before")
     @classmethod
     def _expand_path(cls, value: Any) -> Any:
         if isinstance(value, (str, Path)):
@@ -309,6 +341,14 @@ class Settings(BaseSettings):
         if any(unicodedata.category(c) == "Cc" for c in value):
             raise ValueError("control characters are not allowed")
         return value
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            scheme = value.split(":", 1)[0][:20] if ":" in value else "none"
+            raise ValueError(f"the scheme ({scheme}) is not postgresql://")
+        return value or None
 
     @field_validator("endpoint")
     @classmethod

@@ -38,6 +38,7 @@ from sms_mcp.core.models import (
     TemplateList,
 )
 from sms_mcp.core.ports import LOCAL_PRINCIPAL, LedgerPort, LedgerUnavailable, Principal
+from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.service import SmsService, ledger_unavailable
 from sms_mcp.protocol_guards import RefuseUnknownArguments
 from sms_mcp.wire.base import Transport
@@ -198,6 +199,8 @@ def confirmation_question(plan: Plan) -> str:
 def build_server(
     settings: Settings, transport: Transport | None = None, *, manage_transport: bool = True,
     ledger: LedgerPort | None = None, principal_of: PrincipalOf | None = None,
+    principal_policy: PrincipalPolicy | None = None, on_service: Callable[[SmsService | None], None] | None = None,
+    **server_options: Any,
 ) -> MCPServer:
     """The MCP server. ``transport`` overrides the backend chosen from ``settings`` (tests, benchmarks).
 
@@ -206,7 +209,11 @@ def build_server(
     cannot start fails before stdin is claimed (a failing lifespan would otherwise wait for stdin to close).
     ``ledger``: an opened ledger the caller owns (``serve`` opens it first, to refuse a broken one in one
     line); otherwise the lifespan opens the configured one and closes it. ``principal_of``: who is calling
-    (default: the one local principal of stdio)."""
+    (default: the one local principal of stdio).
+
+    The HTTP skin also passes ``principal_policy`` (per-caller rules and daily budgets on top of the server's),
+    ``on_service`` (sees the running service, and None when it stops: the readiness check) and
+    ``server_options`` for ``MCPServer`` (auth, request-state keys)."""
 
     # Static resources get no Context in the SDK, so they reach the running service through this list.
     live: list[SmsService] = []
@@ -233,11 +240,15 @@ def build_server(
                 from sms_mcp.ledger import open_ledger
 
                 opened = await open_ledger(settings)
-            service = SmsService(settings, chosen, ledger or opened)
+            service = SmsService(settings, chosen, ledger or opened, principal_policy=principal_policy)
             await service.start()
             live.append(service)
+            if on_service is not None:
+                on_service(service)
             yield AppState(service, principal_of or (lambda _ctx: LOCAL_PRINCIPAL))
         finally:
+            if on_service is not None:
+                on_service(None)
             if service in live:
                 live.remove(service)
             # The shutdown hook: release the backend (for the aliyun CLI: AI-mode disable) on every exit.
@@ -253,6 +264,7 @@ def build_server(
         "sms-mcp", title="Alibaba Cloud SMS", version=__version__, instructions=INSTRUCTIONS,
         lifespan=lifespan, log_level=settings.log_level if settings.log_level in (
             "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO",  # type: ignore[arg-type]
+        **server_options,
     )
 
     async def ask_for_sms(

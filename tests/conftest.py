@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pg_server import PostgresServer, postgres_for_tests
 
 from sms_mcp.emulator.core import EmulatorCore
 from sms_mcp.emulator.http import EmulatorServer
@@ -63,3 +64,11 @@ def emu(emulator_server: EmulatorServer) -> Iterator[EmulatorServer]:
     emulator_server.faults.clear()
     yield emulator_server
     emulator_server.faults.clear()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server of the tests' own (tests/pg_server.py), one per session. Skipped where the machine
+    has no PostgreSQL binaries, except under CI, where that is a failure (.ci/run installs them)."""
+    with postgres_for_tests() as server:
+        yield server

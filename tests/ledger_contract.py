@@ -4,7 +4,7 @@ How an adapter runs it — one module, one fixture::
 
     # tests/test_ledger_contract_<adapter>.py
     import pytest
-    from tests.ledger_contract import *  # noqa: F403  (the contract's tests, collected in this module)
+    from ledger_contract import *  # noqa: F403  (the contract's tests, collected in this module)
 
     @pytest.fixture
     async def make_ledger(tmp_path):
@@ -361,5 +361,5 @@ async def test_contract_send_history(make_ledger: MakeLedger) -> None:
     assert await ledger.sends_since(T0 + 2) == 2 and await ledger.sends_since(T0 + 2.5) == 0
 
 
-#: What ``from tests.ledger_contract import *`` brings into an adapter's module: every contract test.
+#: What ``from ledger_contract import *`` brings into an adapter's module: every contract test.
 __all__ = sorted(name for name in dict(globals()) if name.startswith("test_contract_"))

@@ -102,7 +102,7 @@ def test_the_instruction_warning_sees_the_normalised_text(value: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["a\0b", "ab\x1b[2J", "a\nb", "a\tb", "a\x7fb", "a\x85b", "王\u202e士女",
-                                   "a\u2066b"])
+                                   "a\u2066b", "a\ud800b"])
 def test_control_characters_are_refused(value: str) -> None:
     with pytest.raises(SmsError) as refused:
         params(value)
@@ -176,3 +176,9 @@ async def test_a_formatted_allow_list_entry_allows_its_number_and_nothing_else(t
             text = await b.refused("send_sms", {**args, "phone_numbers": [other]})
             assert "NUMBER_NOT_ALLOWED" in text or "MOBILE_NUMBER_ILLEGAL" in text
         assert b.sent() == []
+
+
+def test_a_refusal_echoing_a_lone_surrogate_still_encodes() -> None:
+    """The SDK's schema refuses lone surrogates over MCP; the domain holds on its own too (direct callers)."""
+    text = SmsError("isv.INVALID_JSON_PARAM", "no variable x\ud800").render()
+    assert text.encode("utf-8") and "\\ud800" in text

@@ -11,12 +11,12 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp_harness import sandbox_settings
 
 from sms_mcp.core.dispatcher import CLAIM_AHEAD, SEND_CONCURRENCY
 from sms_mcp.core.service import SmsService
 from sms_mcp.emulator.core import EmulatorCore
 from sms_mcp.wire.sandbox import SandboxTransport
-from tests.mcp_harness import sandbox_settings
 
 TEMPLATE = "SMS_900000002"
 CHUNKS = 14

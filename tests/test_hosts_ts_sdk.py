@@ -148,7 +148,6 @@ def test_ts_sdk_client_elicitation_decline_cancels_the_plan(tmp_path: Path) -> N
         assert client.sent() == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs lifecycle branch")
 def test_ts_sdk_client_elicitation_cancel_leaves_the_plan_awaiting_confirmation(tmp_path: Path) -> None:
     """Issue 13, finding 4: *cancel* (dismissed, no choice made; what headless hosts answer) is not a "no". Nothing
     is sent, the plan keeps waiting, the result says the human did not answer, and the same token works later."""

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from ledger_contract import *  # noqa: F403
 
 from sms_mcp.ledger.sqlite import SqliteLedger
-from tests.ledger_contract import *  # noqa: F403
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from typing import Any
 
 import anyio
 import pytest
+from ledger_contract import LEASE, T0, confirmed, plan
 
 from sms_mcp.core.lifecycle import ChunkState
 from sms_mcp.core.ports import ChunkAnswer, ClaimStatus, LedgerUnavailable, SendLimits
 from sms_mcp.ledger.sqlite import SqliteLedger
-from tests.ledger_contract import LEASE, T0, confirmed, plan
 
 
 def _states(path: Path, plan_id: str) -> dict[int, str]:

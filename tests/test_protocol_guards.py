@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,33 @@ def test_bound_result_cuts_only_long_error_texts() -> None:
     assert len(cut.content[0].text) < RESULT_TEXT_LIMIT + 50 and "100,000 characters" in cut.content[0].text
     fine = CallToolResult(content=[TextContent(type="text", text="e" * 100_000)], is_error=False)
     assert bound_result(fine) is fine
+
+
+def test_lone_surrogates_in_raw_arguments_are_refused_and_the_session_lives(tmp_path: Path) -> None:
+    """JSON may carry a lone surrogate ("\\ud800") where UTF-8 has none: in a key, a value, a name. Every such call
+    is refused (a tool error or a JSON-RPC error), nothing is stored or sent, and no traceback is printed."""
+    bad = "x\ud800"
+    cases = [
+        {**ARGS, "template_param": {**ARGS["template_param"], bad: "1"}},
+        {**ARGS, "template_param": {**ARGS["template_param"], "name": bad}},
+        {**ARGS, "sign_name": bad},
+        {**ARGS, "phone_numbers": [bad]},
+        {**ARGS, "out_id": bad},
+        {**ARGS, "confirm_token": "smt_" + bad},
+        {**ARGS, bad: "1"},
+    ]
+    session = RawSession(tmp_path)
+    try:
+        for arguments in cases:
+            answer = session.request("tools/call", {"name": "send_sms", "arguments": arguments})
+            refused = "error" in answer or answer["result"]["isError"] is True
+            assert refused, answer
+            text = json.dumps(answer, ensure_ascii=False)
+            assert "Traceback" not in text and "surrogates not allowed" not in text and len(text) < 4000, text
+        honest = session.request("tools/call", {"name": "send_sms", "arguments": ARGS})
+        assert honest["result"]["isError"] is False, honest
+    finally:
+        stderr = session.close()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    with sqlite3.connect(tmp_path / "data" / "sandbox.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0

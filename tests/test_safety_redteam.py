@@ -310,3 +310,32 @@ async def test_results_never_carry_full_numbers_or_other_plans_tokens(tmp_path: 
         for result in (sent, report):
             dumped = json.dumps(result, ensure_ascii=False)
             assert plan["confirm_token"] not in dumped and other["confirm_token"] not in dumped
+
+
+LONE_SURROGATE = "\ud800"  # valid in a JSON string ("\ud800"), not encodable as UTF-8
+
+
+# (A surrogate in a template_param *key* cannot be sent by the SDK's client at all: tests/test_protocol_guards.py
+# sends it raw.)
+@pytest.mark.parametrize("where", ["param_value", "sign_name", "template_code", "out_id", "phone", "confirm_token"])
+async def test_a_lone_surrogate_anywhere_is_a_clear_refusal(tmp_path: Path, where: str) -> None:
+    """A lone surrogate reaches the server through JSON; hashing or storing it must not crash the call."""
+    async with box(tmp_path) as b:
+        args: dict[str, Any] = json.loads(json.dumps(NOTIFY))
+        if where == "param_value":
+            args["template_param"] = {k: v + LONE_SURROGATE for k, v in args["template_param"].items()}
+        elif where == "phone":
+            args["phone_numbers"] = [args["phone_numbers"][0] + LONE_SURROGATE]
+        elif where == "confirm_token":
+            args["confirm_token"] = "smt_" + LONE_SURROGATE * 10
+        else:
+            args[where] = "A" + LONE_SURROGATE
+        text = await b.refused("send_sms", args)
+        # Either the arguments' schema refuses it (a validation error naming the field) or the server's own checks
+        # do (a [code] refusal); never an internal error.
+        assert "Traceback" not in text and ("validation error" in text or text.startswith("[")), text
+        assert "Internal" not in text and "UnicodeEncodeError" not in text and "surrogates not allowed" not in text
+        assert b.sent() == []
+        # The server is still up and the honest request still works.
+        plan = await b.ok("send_sms", NOTIFY)
+        assert (await b.ok("send_sms", {**NOTIFY, "confirm_token": plan["confirm_token"]}))["status"] == "accepted"

@@ -41,6 +41,7 @@ from sms_mcp.core.ports import (
     PlanRecord,
     Principal,
 )
+from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.throttle import Limiters
 from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
 
@@ -85,6 +86,7 @@ class Dispatcher:
         self, settings: Settings, transport: Transport, ledger: LedgerPort, audit: AuditLog, policy: Policy,
         clock: Callable[[], float], served: Callable[[], dict[str, Any]], *, budget_for: BudgetFor | None = None,
         lease_seconds: float = LEASE_SECONDS, limiters: Limiters | None = None, max_wait: float | None = None,
+        principal_policy: PrincipalPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
@@ -94,6 +96,7 @@ class Dispatcher:
         self.clock = clock
         self.served = served
         self.budget_for: BudgetFor = budget_for or (lambda _principal: None)
+        self.principal_policy = principal_policy
         self.lease = Lease(new_owner_id(), lease_seconds)
         self.limiters = limiters or Limiters()
         #: How long (real seconds) a replay waits for another owner's chunks before reporting them unknown: long
@@ -204,8 +207,10 @@ class Dispatcher:
         atomically; this answers early, with a clear refusal, when they are already used up)."""
         self.policy.check_can_send()
         self.policy.check_recipients(request.phones)
-        self.policy.check_template(TemplateInfo.model_construct(template_code=record.template_code,
-                                                                type=record.template_type))
+        template = TemplateInfo.model_construct(template_code=record.template_code, type=record.template_type)
+        self.policy.check_template(template)
+        if self.principal_policy is not None:  # the caller's own rules (policy file), on top of the server's
+            self.principal_policy.check_plan(principal, request.phones, template)
         await precheck_limits(self.ledger, self.settings, self.clock(), record.template_code, record.template_type,
                               [r for c in chunks for r in c.recipients], principal, self.budget_for(principal))
 

@@ -42,7 +42,10 @@ class SmsError(Exception):
         Exception.__init__(self, self.render())
 
     def render(self) -> str:
-        text = f"[{self.code}] {self.message}"
+        # An echo of caller input may hold a lone surrogate (legal in JSON, not in UTF-8): shown escaped, so the
+        # refusal can be encoded on every transport instead of failing as an internal error.
+        message = self.message.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = f"[{self.code}] {message}"
         if self.next_step:
             text += f" Next step: {self.next_step}"
         if self.request_id:

@@ -25,7 +25,9 @@ PREVIEW_LIMIT = 20
 
 
 def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    # surrogatepass: a lone surrogate (legal in JSON) still hashes, to something no other text hashes to.
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+                          ).hexdigest()
 
 
 @dataclass(frozen=True)

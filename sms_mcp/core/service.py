@@ -52,6 +52,7 @@ from sms_mcp.core.phones import parse_phone
 from sms_mcp.core.planner import SendRequest, draft, token_hash
 from sms_mcp.core.policy import Policy
 from sms_mcp.core.ports import LOCAL_PRINCIPAL, LedgerPort, LedgerUnavailable, NewPlan, Principal
+from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.reconciler import Reconciler, china_today, details, details_next_step, record, summary
 from sms_mcp.core.throttle import Limiters
 from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
@@ -103,6 +104,7 @@ class SmsService:
         self, settings: Settings, transport: Transport, ledger: LedgerPort | None = None,
         clock: Callable[[], float] = time.time, *, budget_for: BudgetFor | None = None,
         lease_seconds: float = LEASE_SECONDS, max_wait: float | None = None,
+        principal_policy: PrincipalPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport
@@ -115,11 +117,15 @@ class SmsService:
         self.policy = Policy(settings, clock)
         self.audit = AuditLog(settings.data_dir / "audit.jsonl", clock=clock)
         self.limiters = Limiters()
+        #: Per-caller rules on top of ``policy`` (HTTP with a policy file); None: server-wide policy only.
+        self.principal_policy = principal_policy
+        if budget_for is None and principal_policy is not None:
+            budget_for = principal_policy.daily_limit
         self.budget_for: BudgetFor = budget_for or (lambda _principal: None)
         self.warning: str | None = None
         self.dispatcher = Dispatcher(settings, transport, ledger, self.audit, self.policy, clock, self._served,
                                      budget_for=self.budget_for, lease_seconds=lease_seconds,
-                                     limiters=self.limiters, max_wait=max_wait)
+                                     limiters=self.limiters, max_wait=max_wait, principal_policy=principal_policy)
         self.reconciler = Reconciler(settings, ledger, self.audit, clock, self._read, self.limiters, self._served)
 
     async def start(self) -> None:
@@ -297,6 +303,8 @@ class SmsService:
             await self._approved_sign(sign)
         template, attributes = await self._approved_template(request.template_code)
         self.policy.check_template(template)
+        if self.principal_policy is not None:
+            self.principal_policy.check_plan(principal, phones, template)
         plan_id = "plan_" + secrets.token_hex(8)
         drafted = draft(request, template, attributes, plan_id)
         await precheck_limits(self.ledger, self.settings, self.clock(), template.template_code, template.type,

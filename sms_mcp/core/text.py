@@ -31,6 +31,7 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 
 
 def control_characters(value: str) -> list[str]:
-    """The control characters in ``value`` (NUL, escape, DEL, C1 controls; tab and newlines too) and the bidi
-    overrides/isolates, as ``U+XXXX``."""
-    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS})
+    """The control characters in ``value`` (NUL, escape, DEL, C1 controls; tab and newlines too), the bidi
+    overrides/isolates and lone surrogates (no UTF-8 for them), as ``U+XXXX``."""
+    return sorted({f"U+{ord(c):04X}" for c in value
+                   if unicodedata.category(c) in ("Cc", "Cs") or c in _BIDI_CONTROLS})

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from sms_mcp.dysmsapi import GatewayError, WireBody
 from sms_mcp.emulator import seed
 from sms_mcp.emulator.numbers import PhoneNumber, parse_number
+from sms_mcp.sqlite_wal import enable_wal
 
 #: Alibaba's dates and flow-control windows are in China Standard Time.
 CST = timezone(timedelta(hours=8))
@@ -241,7 +242,7 @@ class EmulatorCore:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         if self.db_path is not None:
-            conn.execute("PRAGMA journal_mode = WAL")
+            enable_wal(conn, 30.0)
             conn.execute("PRAGMA synchronous = NORMAL")
         self._conn: sqlite3.Connection | None = conn
         try:

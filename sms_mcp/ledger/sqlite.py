@@ -52,6 +52,7 @@ from sms_mcp.core.ports import (
     SendLimits,
     SentMessage,
 )
+from sms_mcp.sqlite_wal import enable_wal
 
 SCHEMA_VERSION = 1
 #: Event-loop turns a group commit waits for more writes before it takes them (see _commit_group).
@@ -202,7 +203,7 @@ class SqliteLedger:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = _Connection(path, int(busy_timeout * 1000))
-            writer.db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(writer.db, busy_timeout)
             writer.db.execute("PRAGMA synchronous=FULL")  # an intent or outcome, once written, survives a crash
             cls._migrate(writer.db)
             reader = _Connection(path, int(busy_timeout * 1000))
