@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import tempfile
@@ -247,7 +248,7 @@ How it is measured:
 
 
 def render(rows: list[Row], smoke: bool, command: str, elapsed: float, sizes: measures.Sizes,
-           profile: str | None) -> str:
+           profile: str | None, loads: dict[str, float] | None = None) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "# Benchmarks",
@@ -271,7 +272,12 @@ def render(rows: list[Row], smoke: bool, command: str, elapsed: float, sizes: me
         "| | |",
         "|---|---|",
         *(f"| {k} | {v} |" for k, v in machine().items()),
+        *([f"| load (1-min average) when each step began | {', '.join(f'{k} {v:.2f}' for k, v in loads.items())} |"]
+          if loads else []),
         "",
+        *(["The machine is shared, and the benchmark itself keeps about one core busy: a load above about 2 means "
+           "other work ran beside it. The absolute figures of the steps that began under such load are "
+           "pessimistic; the side-by-side ratios less so.", ""] if loads and max(loads.values()) > 2.0 else []),
         "## Packages",
         "",
         "| package | version |",
@@ -315,9 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                  ("emulator", measures.measure_emulator), ("prepare", measures.measure_prepare),
                  ("network", network.measure_network))
         raw: dict[str, Any] = {}
+        loads: dict[str, float] = {}
         for name, step in steps:
             if name not in only:
                 continue
+            loads[name] = os.getloadavg()[0]
             t0 = time.perf_counter()
             raw[name] = step(sizes, tmp / name)
             print(f"[bench] {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -329,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_text = profile.report(tmp / "profile", smoke=args.smoke)
             print(f"[bench] profile: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
+    loads["end"] = os.getloadavg()[0]
     rows = rows_of(sizes, raw)
     for row in rows:
         values = [row.ours] + ([row.baseline] if row.baseline is not None else [])
