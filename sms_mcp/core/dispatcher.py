@@ -55,6 +55,8 @@ SEND_CONCURRENCY = 8
 #: Chunks claimed ahead of a free call slot (their intent durable, their call not yet made): a slot that frees is
 #: used at once instead of after a claim's commit. Kept small: should the process die, or the confirmation be
 #: interrupted, such a chunk ends ``unknown`` (reconciled to not_sent), like a chunk whose call was in flight.
+#: Reconciliation counts its grace from the claim, so a chunk claimed ahead may start its call only within the
+#: grace's slack beyond the longest call (``claim_ahead_window``); none is claimed ahead when there is no slack.
 CLAIM_AHEAD = 2
 #: How long a claim holds without renewal. Renewed every third of it while a call is in flight, so only a
 #: process that stopped (crash, SIGKILL, a host gone) loses it; then its leftovers are recovered.
@@ -227,7 +229,8 @@ class Dispatcher:
         made: list[int] = []  # chunk numbers whose API call this caller made
         failures: list[BaseException] = []
         calls = anyio.Semaphore(SEND_CONCURRENCY)
-        claimed_ahead = anyio.Semaphore(SEND_CONCURRENCY + CLAIM_AHEAD)
+        ahead = CLAIM_AHEAD if claim_ahead_window(self.settings) > 0 else 0
+        claimed_ahead = anyio.Semaphore(SEND_CONCURRENCY + ahead)
 
         async def one(chunk: ChunkRecord) -> None:
             nonlocal done
@@ -307,17 +310,29 @@ class Dispatcher:
                     self.audit.write(ChunkState.REJECTED.value, plan_id, chunk=n, code=claim.refusal.code,
                                      principal=_who(record.principal))
                 return
+            claimed, window = time.monotonic(), claim_ahead_window(self.settings)
             try:
-                await calls.acquire()
+                if window <= 0:  # nothing claimed ahead: a slot is free for every claimed chunk
+                    await calls.acquire()
+                    slot = True
+                else:
+                    slot = False
+                    with anyio.move_on_after(window):
+                        await calls.acquire()
+                        slot = True
+                    if slot and time.monotonic() - claimed > window:  # (the process stalled meanwhile)
+                        calls.release()
+                        slot = False
             except BaseException:
                 # Interrupted between the claim and the call: no request was made, but a claimed chunk can only
                 # leave ``sending`` as unknown; reconciliation then finds no record of it (not_sent).
-                await self._settle(plan_id, n, ChunkState.UNKNOWN, ChunkAnswer(
-                    error_code="sms_mcp.OUTCOME_UNKNOWN", error_message="The confirmation was interrupted after "
-                    "this part was claimed and before its request was made."))
-                self.audit.write(ChunkState.UNKNOWN.value, plan_id, chunk=n, reason="interrupted before the call",
-                                 principal=_who(record.principal))
+                await self._never_called(record, n, "The confirmation was interrupted after this part was claimed "
+                                         "and before its request was made.")
                 raise
+            if not slot:
+                await self._never_called(record, n, "No call slot freed in time after this part was claimed; its "
+                                         "request was not made.")
+                return
             try:
                 made.append(n)
                 state, answer = await self._call(record, chunk)
@@ -328,6 +343,14 @@ class Dispatcher:
         self.audit.write(state.value, plan_id, chunk=n, recipients=len(chunk.recipients), biz_id=answer.biz_id,
                          code=answer.error_code, principal=_who(record.principal))
         log.info("plan %s chunk %d: %s", plan_id, n, state.value)
+
+    async def _never_called(self, record: PlanRecord, chunk_no: int, why: str) -> None:
+        """A claimed chunk whose request was not made: it can only leave ``sending`` as unknown, and reconciliation
+        then finds no record of it (not_sent) once the grace has passed."""
+        await self._settle(record.plan_id, chunk_no, ChunkState.UNKNOWN,
+                           ChunkAnswer(error_code="sms_mcp.OUTCOME_UNKNOWN", error_message=why))
+        self.audit.write(ChunkState.UNKNOWN.value, record.plan_id, chunk=chunk_no, reason="not called",
+                         principal=_who(record.principal))
 
     async def _call(self, record: PlanRecord, chunk: ChunkRecord) -> tuple[ChunkState, ChunkAnswer]:
         """The chunk's one API call and what its answer means (an interrupted call is recorded here)."""
@@ -412,6 +435,13 @@ async def precheck_limits(
     else:
         step = "Wait until tomorrow (UTC+8) or ask the operator to raise the limit."
     raise SmsError(refusal.code, refusal.message, step)
+
+
+def claim_ahead_window(settings: Settings) -> float:
+    """How long after its claim a chunk may still start its call: half the reconcile grace's slack beyond the
+    longest a call can take (connect + read timeouts + margin), so "no record after the grace" still means that
+    nothing can arrive any more. Zero or less: nothing is claimed ahead."""
+    return (settings.reconcile_grace_seconds - settings.min_reconcile_grace_seconds) / 2
 
 
 def _failed_mid_send(plan_id: str, err: LedgerUnavailable) -> SmsError:
