@@ -73,7 +73,7 @@ class Replicas:
             home = tmp / f"r{i}"
             home.mkdir(exist_ok=True)
             env = gateway_env(home, emu, idp, SMS_MCP_LEDGER_URL=ledger_url, SMS_MCP_REPLICA_ID=f"r{i}",
-                              SMS_MCP_RECONCILE_GRACE_SECONDS="5", **extra)
+                              SMS_MCP_RECONCILE_GRACE_SECONDS="13", **extra)
             self.gateways.append(Gateway(home, env, name=f"r{i}"))
 
     def __enter__(self) -> Replicas:
