@@ -345,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"row {row.id}: implausible figures {values}")
     print(table(rows, args.smoke))
     if out is not None:
-        out.write_text(render(rows, args.smoke, command, elapsed, sizes, profile_text), encoding="utf-8")
+        out.write_text(render(rows, args.smoke, command, elapsed, sizes, profile_text, loads), encoding="utf-8")
         print(f"[bench] wrote {out}", file=sys.stderr)
     if args.json is not None:
-        args.json.write_text(json.dumps({"sizes": asdict(sizes), "raw": raw,
+        args.json.write_text(json.dumps({"sizes": asdict(sizes), "raw": raw, "loads": loads,
                                          "rows": [{**asdict(r), "ratio": r.ratio} for r in rows]}, indent=1))
     if args.http:  # the HTTP scenarios have their own table (bench/over_http.py)
         from bench import over_http as http_bench
