@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from http_support import AuthorizationServer
 from pg_server import PostgresServer, postgres_for_tests
 
 from sms_mcp.emulator.core import EmulatorCore
@@ -71,4 +72,11 @@ def pg_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server of the tests' own (tests/pg_server.py), one per session. Skipped where the machine
     has no PostgreSQL binaries, except under CI, where that is a failure (.ci/run installs them)."""
     with postgres_for_tests() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[AuthorizationServer]:
+    """An OAuth authorization server on loopback (a JWKS whose keys the tests own; they mint the tokens)."""
+    with AuthorizationServer() as server:
         yield server

@@ -32,12 +32,6 @@ VIEWER_KEY = "smsk_" + "v" * 43
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[AuthorizationServer]:
-    with AuthorizationServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, idp: AuthorizationServer,
             emulator_server: EmulatorServer) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gw-auth")

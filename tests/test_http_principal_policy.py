@@ -29,12 +29,6 @@ PROMO = {"phone_numbers": ["13800138000"], "sign_name": "速通科技", "templat
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[AuthorizationServer]:
-    with AuthorizationServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, idp: AuthorizationServer,
             emulator_server: EmulatorServer) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gw-policy")

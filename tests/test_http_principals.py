@@ -19,12 +19,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes
 
 
 @pytest.fixture(scope="module")
-def idp() -> Iterator[AuthorizationServer]:
-    with AuthorizationServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, idp: AuthorizationServer,
             emulator_server: EmulatorServer) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("gw-principals")

@@ -9,7 +9,6 @@ plain round-robin is shown to break it, which is why the affinity is documented.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,6 @@ from mcp.types import ElicitResult
 from sms_mcp.emulator.http import EmulatorServer
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes")
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[AuthorizationServer]:
-    with AuthorizationServer() as server:
-        yield server
 
 
 class Human:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -18,12 +17,6 @@ from sms_mcp.http.auth import ApiKeyEntry, ApiKeyVerifier, GatewayTokenVerifier,
 
 AUDIENCE = "http://127.0.0.1:8000/mcp"
 KEY = "smsk_" + "z" * 43
-
-
-@pytest.fixture(scope="module")
-def idp() -> Iterator[AuthorizationServer]:
-    with AuthorizationServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -55,12 +55,6 @@ def emu() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def idp() -> Iterator[AuthorizationServer]:
-    with AuthorizationServer() as server:
-        yield server
-
-
 class Replicas:
     """``count`` gateway replicas on one ledger URL, started at once (their schema migrations race), stopped at
     the end. ``token(i)`` is alice's access token for replica i (each replica is its own resource URL)."""
