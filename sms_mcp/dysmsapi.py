@@ -114,6 +114,15 @@ class Transport(Protocol):
         """Release everything ``start`` acquired. Must be safe to call more than once and fast (< 1 s)."""
 
 
+@runtime_checkable
+class WarmableTransport(Protocol):
+    """An optional capability of a :class:`Transport` (the openapi one): opening connections ahead of the calls."""
+
+    async def warm(self, connections: int) -> None:
+        """Open up to ``connections`` connections to the endpoint, sending no request. Best effort: a failure
+        changes nothing (each call opens its own connection, as without it)."""
+
+
 def mask_access_key_id(key_id: str) -> str:
     """``LTAI5tAbCdEf1234`` -> ``LTAI****1234``. Short ids keep less, so a masked id never reveals most of it."""
     key_id = key_id.strip()

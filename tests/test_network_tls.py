@@ -583,3 +583,168 @@ async def test_batch_confirmation_over_tls_with_a_chunk_dropped_mid_send_is_reco
         statuses = Counter(r["status"] for r in report["records"])
         assert statuses == {"delivered": 250}, statuses  # reconciled from the receipts
     assert len([m for m in tls_emu.core.messages() if m["phone_number"] in set(phones)]) == 250
+
+
+# ------------------------------------------------------------------------------------------------ warming the pool
+
+
+def server_requests(emu: EmulatorServer) -> int:
+    """Requests the server has answered (uvicorn counts one once its response is complete, so a client may read
+    the answer a moment before the count moves: compare after ``_until``)."""
+    return int(emu.app.server.server_state.total_requests)
+
+
+async def _until(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def test_warming_opens_tls_connections_sends_no_request_and_the_calls_reuse_them(
+    tmp_path: Path,
+) -> None:
+    with EmulatorServer(receipt_delay=0.0, tls=True, tls_dir=tmp_path) as emu:
+        t = transport(emu)
+        try:
+            await t.warm(8)
+            assert t.pool is not None and t.pool.connections_opened == 8
+            await _until(lambda: server_connections(emu) == 8)
+            assert server_connections(emu) == 8  # eight TLS connections the server accepted
+            assert server_requests(emu) == 0  # and not one request on them
+            assert emu.core.messages() == []
+
+            await t.warm(8)  # the pool already holds eight idle connections: nothing more is opened
+            assert t.pool.connections_opened == 8 and server_requests(emu) == 0
+
+            phones = [f"1370010{i:04d}" for i in range(8)]
+            bodies = await asyncio.gather(*(t.call("SendBatchSms", send_batch([p])) for p in phones))
+            assert all(b["Code"] == "OK" for b in bodies)
+            assert t.pool.connections_opened == 8  # the calls went out on the warmed connections: no handshake
+            await _until(lambda: server_requests(emu) == 8)
+            assert server_connections(emu) == 8 and server_requests(emu) == 8
+            assert sorted(m["phone_number"] for m in emu.core.messages()) == phones  # each sent once
+        finally:
+            await t.aclose()
+
+
+async def test_calls_that_start_while_warming_wait_for_its_connections(tmp_path: Path) -> None:
+    """The calls begin before the handshakes end: they take the connections being opened, not eight more."""
+    with EmulatorServer(receipt_delay=0.0, tls=True, tls_dir=tmp_path) as emu:
+        t = transport(emu)
+        try:
+            await t.start()
+            warming = asyncio.create_task(t.warm(8))
+            await asyncio.sleep(0)  # the warm-up has begun; no connection is open yet
+            assert t.pool is not None and t.pool.connections_opened == 0
+            phones = [f"1370011{i:04d}" for i in range(8)]
+            bodies = await asyncio.gather(*(t.call("SendBatchSms", send_batch([p])) for p in phones))
+            await warming
+            assert all(b["Code"] == "OK" for b in bodies)
+            await _until(lambda: server_requests(emu) == 8)
+            assert t.pool.connections_opened == 8 and server_requests(emu) == 8
+            assert sorted(m["phone_number"] for m in emu.core.messages()) == phones
+        finally:
+            await t.aclose()
+
+
+class _Unwarmable:
+    """The same openapi transport without the warm capability: the confirmation as it runs without warming."""
+
+    def __init__(self, inner: OpenApiTransport) -> None:
+        self.inner, self.name = inner, inner.name
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.inner.call(action, params)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _batch(phones: list[str]) -> dict[str, Any]:
+    return {"recipients": [{"phone_number": p, "sign_name": SIGN,
+                            "template_param": {"name": "张三", "order_no": f"N{i}", "date": "周二"}}
+                           for i, p in enumerate(phones)], "template_code": "SMS_900000002"}
+
+
+async def test_a_confirmation_warms_its_connections_from_a_cold_pool(tls_emu: EmulatorServer, tmp_path: Path) -> None:
+    """SmsService end to end: 250 recipients = 3 calls; the dispatcher opens 3 connections while it checks and
+    claims, the calls use them, every recipient gets one message, and warming itself made no request."""
+    from sms_mcp.core.dispatcher import Dispatcher
+    from sms_mcp.core.service import SmsService
+
+    settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(tmp_path), "SMS_MCP_BACKEND": "openapi",
+                                  "SMS_MCP_ENDPOINT": tls_emu.url, "SMS_MCP_CA_BUNDLE": str(tls_emu.ca_file)})
+    t = OpenApiTransport(settings, credential=credential())
+    service = SmsService(settings, t)
+    warmed: list[int] = []
+    original = Dispatcher._warm
+
+    async def recording(transport_: Any, connections: int, plan_id: str) -> None:
+        warmed.append(connections)
+        await original(transport_, connections, plan_id)
+
+    phones = [f"1370012{i:04d}" for i in range(250)]
+    try:
+        plan = await service.send_batch_sms(**_batch(phones))
+        assert plan.status == "pending_confirmation" and plan.plan is not None and plan.plan.chunk_count == 3
+        assert t.pool is not None
+        await t.pool.aclose()  # a cold pool, as after any pause longer than the keep-alive
+        opened, requests = t.pool.connections_opened, server_requests(tls_emu)
+        Dispatcher._warm = staticmethod(recording)  # type: ignore[method-assign]
+        try:
+            sent = await service.send_batch_sms(**_batch(phones), confirm_token=plan.confirm_token)
+        finally:
+            Dispatcher._warm = staticmethod(original)  # type: ignore[method-assign]
+        assert sent.status == "accepted", sent.message
+        assert warmed == [3]  # min(8 in flight, 3 chunks)
+        assert t.pool.connections_opened - opened == 3  # one handshake per call, all of them the warm-up's
+        await _until(lambda: server_requests(tls_emu) - requests >= 3)
+        await asyncio.sleep(0.1)
+        assert server_requests(tls_emu) - requests == 3  # the three sends, nothing else
+        assert len([m for m in tls_emu.core.messages() if m["phone_number"] in set(phones)]) == 250
+    finally:
+        service.ledger.close()
+        await t.aclose()
+
+
+async def test_a_failing_warm_up_leaves_the_confirmation_outcome_unchanged(
+    tls_emu: EmulatorServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The endpoint is down: warming fails (swallowed), and the confirmation ends exactly as it does without it."""
+    import logging
+
+    from sms_mcp.core.service import SmsService
+
+    caplog.set_level(logging.DEBUG, logger="sms_mcp.dispatcher")
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    outcomes = []
+    for warmable in (True, False):
+        settings = Settings.from_env({"SMS_MCP_DATA_DIR": str(tmp_path / str(warmable)), "SMS_MCP_BACKEND": "openapi",
+                                      "SMS_MCP_ENDPOINT": tls_emu.url, "SMS_MCP_CA_BUNDLE": str(tls_emu.ca_file)})
+        live = OpenApiTransport(settings, credential=credential())
+        service = SmsService(settings, live)  # prepared against the emulator ...
+        phones = [f"1370013{i:04d}" for i in range(150)]
+        plan = await service.send_batch_sms(**_batch(phones))
+        assert plan.status == "pending_confirmation", plan.message
+        # ... confirmed through the same backend once its endpoint is down
+        down = OpenApiTransport(settings.model_copy(update={"endpoint": f"https://127.0.0.1:{dead}"}),
+                                credential=credential())
+        service.dispatcher.transport = down if warmable else _Unwarmable(down)  # type: ignore[assignment]
+        try:
+            sent = await service.send_batch_sms(**_batch(phones), confirm_token=plan.confirm_token)
+        finally:
+            service.ledger.close()
+            await live.aclose()
+            await down.aclose()
+        outcomes.append((sent.status, sorted((c.state, c.error_code or "") for c in sent.chunks)))
+        assert not [m for m in tls_emu.core.messages() if m["phone_number"] in set(phones)]
+    assert outcomes[0] == outcomes[1], outcomes
+    assert [state for state, _ in outcomes[0][1]] == ["unknown", "unknown"], outcomes
+    failed = [r.getMessage() for r in caplog.records if "ahead failed" in r.getMessage()]
+    assert len(failed) == 1 and "opening 2 connection(s)" in failed[0], failed  # tried once, logged at debug

@@ -9,12 +9,13 @@ the other reports the winner's outcome.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from sms_mcp.core.ports import (
 )
 from sms_mcp.core.principal_policy import PrincipalPolicy
 from sms_mcp.core.throttle import Limiters
-from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport
+from sms_mcp.dysmsapi import GatewayError, OutcomeUnknownError, Transport, WarmableTransport
 
 log = logging.getLogger("sms_mcp.dispatcher")
 
@@ -184,23 +185,55 @@ class Dispatcher:
         if record.state is PlanState.PREPARED:
             if record.expires_at <= self.clock():
                 raise _expired(record)
-            # Read once, before the plan is claimed: the limits are checked again on exactly the messages the plan
-            # will send, and the send works from the same list (a prepared plan's chunks are all pending, and only
-            # the lease holder, this caller if it wins below, can change them).
-            chunks = await self.ledger.chunks(record.plan_id)
-            await self._check_again(record, request, principal, chunks)
-            change = await self.ledger.confirm_plan(record.plan_id, principal, self.lease, self.clock())
-            fresh = change.plan or record
-            if change.won:
-                self.audit.write("confirmed", record.plan_id, principal=_who(principal))
-                return await self._drive(fresh, progress, chunks)
-            record = fresh
+            async with self._warming(record):
+                # Read once, before the plan is claimed: the limits are checked again on exactly the messages the
+                # plan will send, and the send works from the same list (a prepared plan's chunks are all pending,
+                # and only the lease holder, this caller if it wins below, can change them).
+                chunks = await self.ledger.chunks(record.plan_id)
+                await self._check_again(record, request, principal, chunks)
+                change = await self.ledger.confirm_plan(record.plan_id, principal, self.lease, self.clock())
+                fresh = change.plan or record
+                if change.won:
+                    self.audit.write("confirmed", record.plan_id, principal=_who(principal))
+                    return await self._drive(fresh, progress, chunks)
+                record = fresh
         if record.state is PlanState.CANCELLED:  # declined, possibly while this confirmation was on its way
             raise SmsError("sms_mcp.PLAN_CANCELLED", f"Plan {record.plan_id} was declined and cancelled; nothing "
                            "was sent.", "Prepare a new plan if the user now wants to send.")
         if record.state is PlanState.PREPARED:  # the claim lost only to the clock
             raise _expired(record)
         return await self._wait_for_outcome(record)
+
+    @contextlib.asynccontextmanager
+    async def _warming(self, record: PlanRecord) -> AsyncIterator[None]:
+        """While the confirmation checks and claims, the transport (if it can) opens the connections its calls
+        will use, so their handshakes overlap that work instead of following it. In the background only: never
+        awaited, its failure changes nothing (each call opens its own connection, as without it), it sends no
+        request, and it is cancelled when the confirmation ends."""
+        chunk_count = record.summary.get("chunk_count")
+        connections = min(SEND_CONCURRENCY, chunk_count if isinstance(chunk_count, int) else 1)
+        if not isinstance(self.transport, WarmableTransport) or connections <= 0:
+            yield
+            return
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._warm, self.transport, connections, record.plan_id)
+            try:
+                yield
+            except Exception as exc:  # re-raised as itself below, not wrapped in the task group's ExceptionGroup
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    @staticmethod
+    async def _warm(transport: WarmableTransport, connections: int, plan_id: str) -> None:
+        try:
+            await transport.warm(connections)
+        except Exception as exc:  # best effort: the calls open their own connections
+            log.debug("plan %s: opening %d connection(s) ahead failed (%s: %s)", plan_id, connections,
+                      type(exc).__name__, exc)
 
     async def _check_again(self, record: PlanRecord, request: SendRequest, principal: Principal,
                            chunks: list[ChunkRecord]) -> None:

@@ -20,6 +20,7 @@ pays for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -328,6 +329,9 @@ class ConnectionPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: New TCP (and TLS) connections opened so far: the handshakes paid (tests and the benchmark read it).
         self.connections_opened = 0
+        self._trace: Any = None
+        #: Connections being opened ahead of the calls (warm), each a future resolved once it is idle or failed.
+        self._warming: list[asyncio.Future[None]] = []
 
     def _ensure_session(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -337,10 +341,12 @@ class ConnectionPool:
 
         trace = aiohttp.TraceConfig()
 
-        async def opened(*_: Any) -> None:
+        async def opened(_session: Any, context: Any, _params: Any) -> None:
             self.connections_opened += 1
+            context.opened = True  # (read by warm: a new connection, not one taken from the pool)
 
         trace.on_connection_create_end.append(opened)
+        self._trace = trace
         connector = aiohttp.TCPConnector(
             ssl=self.ssl_context if self.ssl_context is not None else False,
             limit=POOL_SIZE,
@@ -361,6 +367,13 @@ class ConnectionPool:
 
         runtime_option = runtime_option or {}
         session = self._ensure_session()
+        if self._warming:
+            # A connection is being opened for the calls (warm): wait for it rather than open another beside it;
+            # it was started earlier, so it is ready sooner than a new one. Whatever its fate, the request below
+            # then takes an idle connection or opens its own, as always. No request has been written yet.
+            ready = self._warming.pop(0)
+            if not ready.done():
+                await asyncio.wait([ready])  # (not awaited directly: cancelling this call must not cancel it)
         url = URL(DaraCore.compose_url(request), encoded=True)  # as signed; not re-quoted
         body = request.body
         if isinstance(body, str):
@@ -400,7 +413,68 @@ class ConnectionPool:
             # Dropped mid-request (ServerDisconnectedError, a reset, a cut-off body): it may have been processed.
             raise OutcomeUnknownError("connection_lost", f"{type(exc).__name__}: {_scrub(str(exc))}") from None
 
+    async def warm(self, connections: int, connect_timeout: float) -> int:
+        """Open up to ``connections`` keep-alive connections to the endpoint (TCP + TLS handshake) and leave them
+        idle in the pool, *without sending any request*: the handshakes then overlap whatever the caller does
+        before its calls, which find them ready. Connections already idle in the pool count towards the number.
+        Returns how many new connections were opened. Raises what a connect raises (the caller decides).
+
+        Through a proxy nothing is opened: the tunnel would cost a CONNECT request to the proxy.
+        """
+        import aiohttp
+        from aiohttp.tracing import Trace
+        from yarl import URL
+
+        if connections <= 0 or self.proxy is not None:
+            return 0
+        session = self._ensure_session()
+        connector = session.connector
+        # The key the pool files connections under is the request's: built the way ClientSession builds its
+        # requests (verification from the connector's TLS context), it is the key every call looks up.
+        request = aiohttp.ClientRequest(
+            "POST", URL(self.endpoint.url), loop=asyncio.get_running_loop(), session=session, ssl=True
+        )
+        timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, connect=connect_timeout)
+        held: list[Any] = []  # connections that were already idle: kept out of reach until every connect returned
+        loop = asyncio.get_running_loop()
+        # One future per connection being opened, resolved when it is idle in the pool (or failed): a call that
+        # starts meanwhile waits for one (see send) instead of paying a handshake of its own beside it.
+        ready: list[asyncio.Future[None]] = [loop.create_future() for _ in range(connections)]
+        self._warming.extend(ready)
+
+        async def one(done: asyncio.Future[None]) -> bool:
+            reused = False
+            try:
+                context = self._trace.trace_config_ctx()
+                connection = await connector.connect(request, [Trace(session, self._trace, context)], timeout)
+                if getattr(context, "opened", False):
+                    connection.release()  # new and idle: ready for the next call at once
+                    return True
+                held.append(connection)  # already idle in the pool: released last, or it would be taken again
+                reused = True
+                return False
+            finally:
+                if not reused:  # (a reused one is resolved once released, below)
+                    _resolve(done)
+
+        try:
+            results = await asyncio.gather(*(one(done) for done in ready), return_exceptions=True)
+        finally:
+            for connection in held:
+                connection.release()
+            for done in ready:
+                _resolve(done)
+                with contextlib.suppress(ValueError):
+                    self._warming.remove(done)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors and len(errors) == len(results):
+            raise errors[0]
+        return sum(1 for r in results if r is True)
+
     async def aclose(self) -> None:
+        warming, self._warming = self._warming, []
+        for ready in warming:
+            _resolve(ready)
         session, self._session = self._session, None
         loop, self._loop = self._loop, None
         if session is None or session.closed:
@@ -412,6 +486,11 @@ class ConnectionPool:
         if running is loop:
             await session.close()
         # On another loop the session cannot be awaited; its loop is gone and took the sockets with it.
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def pooled_client_class(pool: ConnectionPool) -> type | None:
@@ -530,6 +609,17 @@ class OpenApiTransport:
         )
         log.info("openapi backend: endpoint %s", self.endpoint.url)
         return client_class(config)
+
+    async def warm(self, connections: int) -> None:
+        """Open up to ``connections`` keep-alive TLS connections to the endpoint in advance, sending no request
+        (see :meth:`ConnectionPool.warm`). Optional: the dispatcher overlaps it with a confirmation's checks."""
+        if self._client is None:
+            await self.start()
+        pool = self.pool
+        if pool is None or connections <= 0:
+            return
+        opened = await pool.warm(connections, self.settings.connect_timeout)
+        log.debug("openapi backend: %d connection(s) opened ahead of the calls", opened)
 
     async def aclose(self) -> None:
         self._client = None
