@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sms_mcp.emulator.signing import NonceCache
+from sms_mcp.sqlite_wal import enable_wal
 
 NONCE_FILE = "emulator-nonces.sqlite3"
 
@@ -31,7 +32,7 @@ class SqliteNonceCache(NonceCache):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(self._conn, 30.0)
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL, "
             "PRIMARY KEY (key_id, nonce))"
