@@ -97,7 +97,26 @@ def package_versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ the emulator
-class EmulatorProcess:
+class _ChildProcess:
+    """A helper process of the benchmark (``self.proc``), stopped with SIGTERM (SIGKILL after 10 s) on exit."""
+
+    proc: subprocess.Popen[str] | None = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+
+
+class EmulatorProcess(_ChildProcess):
     """``sms-mcp emulator`` on 127.0.0.1 in its own process: the client under test does not share its GIL.
 
     With ``tls=True`` it serves HTTPS (``--tls``) and ``ca_file`` is the test CA to trust."""
@@ -129,21 +148,9 @@ class EmulatorProcess:
         self.endpoint = self.url.split("://", 1)[1]
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout:
-            proc.stdout.close()
 
 
-class LatencyProxyProcess:
+class LatencyProxyProcess(_ChildProcess):
     """``bench/latency_proxy.py`` in front of ``upstream`` (host:port on loopback), in its own process."""
 
     def __init__(self, upstream: str, one_way_ms: float) -> None:
@@ -165,15 +172,3 @@ class LatencyProxyProcess:
         self.endpoint = match.group(1)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout:
-            proc.stdout.close()
